@@ -1,0 +1,16 @@
+"""REST API v1 (design §2): blueprints, request parsing and the single error handler."""
+from __future__ import annotations
+
+from flask import Flask
+
+from taskservice.api.errors import register_error_handlers
+from taskservice.api.functions import functions_api
+from taskservice.api.health import health_api
+from taskservice.api.invocations import invocations_api
+
+
+def register_api(app: Flask) -> None:
+    app.register_blueprint(health_api)
+    app.register_blueprint(functions_api)
+    app.register_blueprint(invocations_api)
+    register_error_handlers(app)

@@ -1,0 +1,45 @@
+"""Every error leaves the API as {"error": {"code", "message"}} with the status its class names."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from taskservice.errors import DuplicateInvocation, TaskServiceError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
+    response = jsonify({"error": {"code": code, "message": message}, **extra})
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(TaskServiceError)
+    def _service_error(exc: TaskServiceError) -> Response:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, DuplicateInvocation):
+            from taskservice.api.views import invocation_view
+            services = app.extensions["taskservice"]
+            existing = services.ledger.get_by_pk(exc.existing["pk"])
+            if existing is not None:
+                extra["invocation"] = invocation_view(existing)
+        elif exc.details is not None:
+            extra["details"] = exc.details
+        if exc.http_status >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        return error_response(exc.http_status, exc.code, exc.message, **extra)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = type(exc).__name__
+        return error_response(exc.code or 500, code, exc.description or code)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "InternalError", "internal error; see the server log")

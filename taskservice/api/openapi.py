@@ -1,0 +1,127 @@
+"""The OpenAPI 3.1 document of the API as it behaves; tests/integration checks every route is described."""
+from __future__ import annotations
+
+from typing import Any
+
+from taskservice import __version__
+from taskservice.ledger import Status
+from taskservice.specs import FUNCTION_NAME, INVOCATION_ID, FunctionConfig
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    meaning = {400: "malformed JSON, bad name, id or query", 404: "unknown function or invocation",
+               409: "duplicate invocation id", 413: "payload over the limit", 415: "content type is not JSON",
+               422: "invalid function config", 503: "ledger unavailable"}
+    return {str(c): {"description": meaning[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": FUNCTION_NAME.pattern}}
+_ID = {"name": "invocation_id", "in": "path", "required": True,
+       "schema": {"type": "string", "pattern": INVOCATION_ID.pattern}}
+_NULLABLE_STR = {"type": ["string", "null"]}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
+    config_schema = FunctionConfig.model_json_schema(ref_template="#/components/schemas/{model}")
+    status_enum = [s.value for s in Status]
+    invocation_summary = {
+        "type": "object",
+        "required": ["invocationId", "requestId", "function", "status"],
+        "properties": {
+            "invocationId": {"type": "string"}, "requestId": {"type": "string"}, "function": {"type": "string"},
+            "status": {"type": "string", "enum": status_enum}, "attempts": {"type": "integer"},
+            "createdAt": {"type": "string", "format": "date-time"}, "startedAt": _NULLABLE_TIME,
+            "finishedAt": _NULLABLE_TIME, "durationMs": {"type": ["number", "null"]},
+            "progress": {"type": "object", "properties": {"percent": {"type": ["number", "null"]},
+                                                          "message": _NULLABLE_STR}},
+            "result": {}, "error": _NULLABLE_STR, "errorType": _NULLABLE_STR,
+            "condition": {"type": ["string", "null"], "enum": ["", "RetriesExhausted", "EventAgeExceeded", "Stopped",
+                                                                "Invalid", None]},
+            "worker": _NULLABLE_STR, "heartbeatAt": _NULLABLE_TIME, "leaseExpiresAt": _NULLABLE_TIME,
+            "nextAttemptAt": _NULLABLE_TIME, "logLines": {"type": "integer"},
+        },
+    }
+    schemas: dict[str, Any] = {
+        "Error": {"type": "object", "required": ["error"], "properties": {
+            "error": {"type": "object", "required": ["code", "message"],
+                      "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+            "details": {}, "invocation": _ref("Invocation")}},
+        "FunctionConfig": config_schema,
+        "Function": {"allOf": [config_schema, {"type": "object", "properties": {
+            "name": {"type": "string"}, "createdAt": {"type": "string", "format": "date-time"},
+            "updatedAt": {"type": "string", "format": "date-time"}}}]},
+        "Submitted": {"type": "object", "required": ["invocationId", "requestId", "function", "status"],
+                      "properties": {k: invocation_summary["properties"][k]
+                                     for k in ("invocationId", "requestId", "function", "status")}},
+        "InvocationSummary": invocation_summary,
+        "Invocation": {"allOf": [invocation_summary, {"type": "object", "properties": {
+            "payload": {}, "transitions": {"type": "array", "items": {"type": "object", "properties": {
+                "from": {"type": ["string", "null"]}, "to": {"type": "string"}, "attempt": {"type": "integer"},
+                "reason": {"type": "string"}, "at": {"type": "string", "format": "date-time"}}}}}}]},
+        "LogLine": {"type": "object", "properties": {"attempt": {"type": "integer"}, "at": {"type": "string"},
+                                                      "level": {"type": "string"}, "message": {"type": "string"}}},
+    }
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Health of the API and its ledger", "responses": {
+            "200": _json({"type": "object"}, "healthy"), **_errors(503)}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OK")}}},
+        "/v1/functions": {"get": {"summary": "List functions", "responses": {"200": _json(
+            {"type": "object", "properties": {"items": {"type": "array", "items": _ref("Function")}}}, "OK")}}},
+        "/v1/functions/{name}": {
+            "parameters": [_NAME],
+            "put": {"summary": "Register or update a function",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("FunctionConfig")}}},
+                    "responses": {"200": _json(_ref("Function"), "updated"), "201": _json(_ref("Function"), "created"),
+                                  **_errors(400, 413, 415, 422)}},
+            "get": {"summary": "Read a function", "responses": {"200": _json(_ref("Function"), "OK"),
+                                                                **_errors(400, 404)}},
+            "delete": {"summary": "Delete a function; its waiting invocations end Invalid",
+                       "responses": {"204": {"description": "deleted"}, **_errors(400, 404)}},
+        },
+        "/v1/functions/{name}/invocations": {"parameters": [_NAME], "post": {
+            "summary": "Submit an asynchronous invocation",
+            "description": f"The body is the payload: any JSON up to {max_payload_bytes} bytes (empty = null).",
+            "parameters": [{"name": "X-Invocation-Id", "in": "header", "required": False,
+                            "schema": {"type": "string", "pattern": INVOCATION_ID.pattern}}],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}},
+            "responses": {"202": _json(_ref("Submitted"), "accepted"), **_errors(400, 404, 409, 413, 415)}}},
+        "/v1/functions/{name}/invocations/{invocation_id}": {"parameters": [_NAME, _ID], "get": {
+            "summary": "Read one invocation with its transitions",
+            "responses": {"200": _json(_ref("Invocation"), "OK"), **_errors(400, 404)}}},
+        "/v1/functions/{name}/invocations/{invocation_id}/logs": {"parameters": [_NAME, _ID], "get": {
+            "summary": "The invocation's log lines, oldest first",
+            "parameters": [{"name": "attempt", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "invocationId": {"type": "string"}, "status": {"type": "string"},
+                "items": {"type": "array", "items": _ref("LogLine")}}}, "OK"), **_errors(400, 404)}}},
+        "/v1/invocations": {"get": {
+            "summary": "List invocations, newest first, with keyset pagination",
+            "parameters": [
+                {"name": "function", "in": "query", "schema": {"type": "string", "pattern": FUNCTION_NAME.pattern}},
+                {"name": "status", "in": "query", "description": "one or more, comma-separated",
+                 "schema": {"type": "string"}},
+                {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 128}},
+                {"name": "since", "in": "query", "description": "ISO 8601 or epoch ms", "schema": {"type": "string"}},
+                {"name": "until", "in": "query", "description": "ISO 8601 or epoch ms", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                             "default": 50}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "items": {"type": "array", "items": _ref("InvocationSummary")},
+                "next_cursor": {"type": ["string", "null"]}}}, "OK"), **_errors(400)}}},
+    }
+    schemas.update(config_schema.pop("$defs", {}))
+    return {"openapi": "3.1.0", "info": {"title": "taskservice", "version": __version__},
+            "paths": paths, "components": {"schemas": schemas}}

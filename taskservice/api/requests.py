@@ -1,0 +1,63 @@
+"""Request parsing shared by the endpoints: JSON bodies with content-type and size checks, query parameters."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Request
+
+from taskservice.errors import InvalidQuery, MalformedJSON, PayloadTooLarge, UnsupportedMediaType
+
+_NO_BODY = object()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body(request: Request, *, max_bytes: int, allow_empty: bool = False) -> Any:
+    """Parse the body as JSON: 415 for another content type, 413 over the limit, 400 when malformed."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {max_bytes} bytes")
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"body is over the limit of {max_bytes} bytes")
+    if not raw.strip():
+        if allow_empty:
+            return None
+        raise MalformedJSON("the request body is empty; send a JSON document")
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not {request.mimetype or 'missing'!r}")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedJSON(f"the request body is not valid JSON: {exc}") from None
+
+
+def int_arg(args: Any, name: str, default: int, low: int, high: int) -> int:
+    value = args.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidQuery(f"{name} must be an integer, not {value!r}") from None
+    if not low <= number <= high:
+        raise InvalidQuery(f"{name} must be between {low} and {high}, not {number}")
+    return number
+
+
+def time_arg(args: Any, name: str) -> datetime | None:
+    """ISO 8601 (naive means UTC) or epoch milliseconds."""
+    value = args.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        if value.isdigit():
+            return datetime.fromtimestamp(int(value) / 1000, timezone.utc)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise InvalidQuery(f"{name} must be ISO 8601 or epoch milliseconds, not {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -1,0 +1,62 @@
+"""JSON shapes of ledger records, shared by the API, the CLI output and (later) the console."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from taskservice.ledger.records import Function, Invocation, LogLine, Transition
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _decoded(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def function_view(fn: Function) -> dict[str, Any]:
+    return {"name": fn.name, "handler": fn.handler, "timeout_s": fn.timeout_s, "max_retries": fn.max_retries,
+            "max_event_age_s": fn.max_event_age_s, "on_success": fn.on_success, "on_failure": fn.on_failure,
+            "concurrency": fn.concurrency, "description": fn.description, "createdAt": iso(fn.created_at),
+            "updatedAt": iso(fn.updated_at)}
+
+
+def submitted_view(inv: Invocation) -> dict[str, Any]:
+    return {"invocationId": inv.invocation_id, "requestId": inv.request_id, "function": inv.function,
+            "status": inv.status.value}
+
+
+def invocation_view(inv: Invocation, *, payload: bool = True) -> dict[str, Any]:
+    view = {
+        **submitted_view(inv),
+        "attempts": inv.attempts,
+        "createdAt": iso(inv.created_at),
+        "startedAt": iso(inv.started_at),
+        "finishedAt": iso(inv.finished_at),
+        "durationMs": (None if inv.finished_at is None or inv.started_at is None
+                       else round((inv.finished_at - inv.started_at).total_seconds() * 1000, 1)),
+        "progress": {"percent": inv.progress_percent, "message": inv.progress_message},
+        "result": _decoded(inv.result),
+        "error": inv.error,
+        "errorType": inv.error_type,
+        "condition": inv.condition,
+        "worker": inv.worker,
+        "heartbeatAt": iso(inv.heartbeat_at),
+        "leaseExpiresAt": iso(inv.lease_expires_at),
+        "nextAttemptAt": iso(inv.not_before),
+        "logLines": inv.log_lines,
+    }
+    if payload:
+        view["payload"] = _decoded(inv.payload)
+    return view
+
+
+def transition_view(t: Transition) -> dict[str, Any]:
+    return {"from": None if t.from_status is None else t.from_status.value, "to": t.to_status.value,
+            "attempt": t.attempt, "reason": t.reason, "at": iso(t.at)}
+
+
+def log_view(line: LogLine) -> dict[str, Any]:
+    return {"attempt": line.attempt, "at": iso(line.at), "level": line.level, "message": line.message}

@@ -1,0 +1,38 @@
+"""The `taskservice` command. Reads the environment here (and in create_app), nowhere else."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from taskservice.cli.client_commands import functions, invoke, tasks
+from taskservice.cli.server_commands import api, dev, migrate, worker
+from taskservice.client import DEFAULT_API_URL
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--api-url", envvar="TASKSERVICE_API_URL", default=DEFAULT_API_URL, show_default=True,
+              help="API the client commands talk to.")
+@click.version_option(package_name="taskservice")
+@click.pass_context
+def cli(ctx: click.Context, api_url: str) -> None:
+    """taskservice: asynchronous invocations with a ledger, retries and destinations.
+
+    \b
+    Run everything locally:   taskservice dev
+    Register a function:      taskservice functions deploy demo --handler workers.handlers.sleep:handler
+    Invoke it and watch:      taskservice invoke demo -e '{"seconds": 3}' --wait
+    """
+    ctx.obj = {"api_url": api_url, "token": os.environ.get("TASKSERVICE_TOKEN")}
+
+
+for command in (dev, api, worker, migrate, functions, invoke, tasks):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="taskservice")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Printing for the client commands: tables for people, --json for scripts, one error style."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from taskservice.client import ApiError, Client
+from taskservice.errors import ClientError
+
+STATUS_COLOURS = {"Succeeded": "green", "Failed": "red", "Invalid": "red", "Expired": "yellow", "Stopped": "yellow",
+                  "Running": "cyan", "Retrying": "magenta", "Stopping": "magenta", "Enqueued": "blue"}
+
+
+def client_of(ctx: click.Context) -> Client:
+    return Client(ctx.obj["api_url"], token=ctx.obj.get("token"))
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Turn API and connection errors into one clear line and exit status 1."""
+    try:
+        yield
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.code} ({exc.status}): {exc.body.get('error', {}).get('message', exc)}") \
+            from None
+    except ClientError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def status_text(status: str) -> str:
+    return click.style(status, fg=STATUS_COLOURS.get(status))
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Callable[[dict[str, Any]], Any]]]) -> None:
+    cells = [[str(get(row) if get(row) is not None else "-") for _, get in columns] for row in rows]
+    widths = [max([len(title)] + [len(c[i]) for c in cells]) for i, (title, _) in enumerate(columns)]
+    click.echo("  ".join(click.style(title.ljust(w), bold=True) for (title, _), w in zip(columns, widths)))
+    for raw, line in zip(rows, cells):
+        out = []
+        for (title, _), w, cell in zip(columns, widths, line):
+            text = cell.ljust(w)
+            out.append(status_text(cell) + " " * (w - len(cell)) if title == "STATUS" else text)
+        click.echo("  ".join(out).rstrip())
+
+
+def parse_json_option(value: str, option: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc}); quote it, e.g. -e '{{\"key\": 1}}'",
+                                 param_hint=option) from None

@@ -1,0 +1,148 @@
+"""Commands that run parts of the service: dev, api, worker, migrate."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from taskservice.config import Settings
+from taskservice.errors import ConfigError
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _migrate(settings: Settings) -> str | None:
+    from taskservice import migrate as migrations
+    from taskservice.db import make_engine
+
+    if settings.resolved_database_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrations.upgrade(engine)
+        return migrations.current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+@click.command()
+def migrate() -> None:
+    """Upgrade the ledger schema to the newest migration."""
+    settings = load_settings()
+    revision = _migrate(settings)
+    click.echo(f"ledger at {_redact(settings.resolved_database_url)} is at revision {revision}")
+
+
+@click.command()
+@click.option("--host", default=None, help="Interface to bind (default TASKSERVICE_API_HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default TASKSERVICE_API_PORT or 8000).")
+@click.option("--workers", type=int, default=None, help="gunicorn worker processes (default 2 × cores + 1).")
+def api(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the REST API with gunicorn."""
+    from taskservice import create_app
+    from taskservice.api.server import serve_gunicorn
+
+    settings = load_settings(api_host=host, api_port=port, api_workers=workers)
+    serve_gunicorn(lambda: create_app(settings), host=settings.api_host, port=settings.api_port,
+                   workers=settings.api_workers)
+
+
+@click.command()
+@click.option("--concurrency", "-c", type=int, default=None, help="Handler processes (default: number of cores).")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--name", default=None, help="Celery node name (default celery@hostname).")
+def worker(concurrency: int | None, loglevel: str, name: str | None) -> None:
+    """Run a Celery worker (prefork) with the lease reaper beside it."""
+    from workers.celery_app import run_worker
+
+    settings = load_settings(worker_concurrency=concurrency)
+    run_worker(settings, concurrency=settings.worker_concurrency or os.cpu_count() or 1, loglevel=loglevel,
+               name=name)
+
+
+def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@click.command()
+@click.option("--port", type=int, default=None, help="API and console port (default 8000).")
+@click.option("--concurrency", "-c", type=int, default=2, show_default=True, help="Handler processes.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the embedded ledger, broker and objects live (default ./var).")
+def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
+    """API, console and worker in one command, on the embedded default unless TASKSERVICE_* says otherwise."""
+    from taskservice import create_app
+    from taskservice.api.server import serve_dev
+
+    settings = load_settings(api_port=port, data_dir=data_dir)
+    revision = _migrate(settings)
+    env = {**os.environ, **settings.to_env()}
+    worker_cmd = [sys.executable, "-m", "taskservice.cli", "worker", "--concurrency", str(concurrency),
+                  "--loglevel", "WARNING"]
+    worker_proc = subprocess.Popen(worker_cmd, env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    threading.Thread(target=_exit_when_worker_dies, args=(worker_proc,), daemon=True).start()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    app = create_app(settings)
+
+    def banner(bound_port: int) -> None:
+        base = f"http://127.0.0.1:{bound_port}"
+        click.echo(click.style("taskservice dev is running", bold=True))
+        click.echo(f"  API       {base}/v1   (OpenAPI: {base}/openapi.json)")
+        click.echo(f"  health    {base}/healthz")
+        click.echo(f"  ledger    {_redact(settings.resolved_database_url)} (revision {revision})")
+        click.echo(f"  broker    {_redact(settings.resolved_broker_url)}"
+                   + (f" in {settings.embedded_broker_dir}" if settings.resolved_broker_url.startswith("filesystem") else ""))
+        click.echo(f"  workers   {concurrency} handler process(es), pid {worker_proc.pid}")
+        click.echo("  open mode: no authentication, bound to 127.0.0.1 only. Ctrl-C stops everything.")
+        click.echo(f"  try:      TASKSERVICE_API_URL={base} taskservice functions deploy demo "
+                   "--handler workers.handlers.sleep:handler")
+
+    try:
+        serve_dev(app, host="127.0.0.1", port=settings.api_port, on_ready=banner)
+    except KeyboardInterrupt:
+        click.echo("stopping…")
+    finally:
+        _stop_group(worker_proc)
+    if worker_proc.returncode not in (0, -signal.SIGTERM, None):
+        raise click.ClickException(f"the worker exited with status {worker_proc.returncode}; see its output above")
+
+
+def _exit_when_worker_dies(proc: subprocess.Popen[bytes]) -> None:
+    proc.wait()
+    click.echo(f"the worker (pid {proc.pid}) exited with status {proc.returncode}; stopping", err=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, PermissionError):
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before printing it."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url

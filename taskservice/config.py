@@ -1,0 +1,96 @@
+"""Settings, read from the environment only by create_app() and the CLI.
+
+Everything has an embedded default, so an empty environment runs the whole service on one machine with no servers:
+SQLite ledger, kombu's filesystem transport as broker, a local directory as object storage.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from taskservice.errors import ConfigError
+
+ENV_PREFIX = "TASKSERVICE_"
+
+
+class Settings(BaseModel):
+    """The whole configuration of one process; passed down explicitly, never looked up globally."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(default=Path("var"), description="where the embedded defaults keep their files")
+    database_url: str = ""
+    broker_url: str = ""
+    storage_url: str = ""
+    queue: str = Field(default="taskservice.invocations", min_length=1, max_length=200)
+    max_payload_bytes: int = Field(default=128 * 1024, ge=1, le=64 * 1024 * 1024)
+    lease_s: float = Field(default=30.0, gt=0, le=3600)
+    heartbeat_s: float = Field(default=5.0, gt=0, le=600)
+    reaper_interval_s: float = Field(default=2.0, gt=0, le=600)
+    retry_base_s: float = Field(default=1.0, ge=0, le=3600)
+    retry_max_s: float = Field(default=300.0, ge=0, le=86400)
+    retention_s: int = Field(default=7 * 86400, ge=60)
+    redispatch_after_s: float = Field(default=10.0, gt=0)
+    max_log_lines: int = Field(default=10_000, ge=10)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_workers: int = Field(default=0, ge=0, le=256, description="0 = 2 x cores + 1")
+    worker_concurrency: int = Field(default=0, ge=0, le=1024, description="0 = number of cores")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://localhost//"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'objects').resolve()}"
+
+    @property
+    def embedded_broker_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite") or self.resolved_broker_url.startswith("filesystem")
+
+    def merged(self, **overrides: Any) -> Settings:
+        return Settings(**{**self.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+
+    def to_env(self) -> dict[str, str]:
+        """The TASKSERVICE_* variables that recreate these settings in a child process."""
+        defaults = Settings()
+        return {f"{ENV_PREFIX}{name.upper()}": str(value) for name, value in self.model_dump().items()
+                if value != getattr(defaults, name)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from TASKSERVICE_* variables; unknown TASKSERVICE_ names are an error, not a silent typo."""
+        env = os.environ if environ is None else environ
+        known = set(cls.model_fields)
+        values: dict[str, Any] = {}
+        for key, value in env.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX):].lower()
+            if name in known:
+                values[name] = value
+            elif name not in _CLIENT_ONLY:
+                raise ConfigError(f"unknown setting {key}; known: {', '.join(sorted(ENV_PREFIX + k.upper() for k in known))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+# Variables read by the CLI client rather than the server; tolerated by from_env().
+_CLIENT_ONLY = {"api_url", "token", "kafka_bootstrap"}

@@ -1,0 +1,67 @@
+"""The broker boundary: rings the doorbell for an invocation. Messages carry the ledger key only, never payloads.
+
+Both the API (publisher) and the workers (consumer) build their Celery app here, so serializer, queue and transport
+options cannot drift apart.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from taskservice.config import Settings
+from taskservice.errors import DispatchError
+
+RUN_TASK = "taskservice.run_invocation"
+_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured for JSON-only doorbells on the configured broker (filesystem transport embedded)."""
+    app = Celery("taskservice", set_as_current=False)
+    transport_options: dict[str, Any] = {}
+    url = settings.resolved_broker_url
+    if url.startswith("filesystem"):
+        folder = settings.embedded_broker_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        transport_options = {"data_folder_in": str(folder), "data_folder_out": str(folder),
+                             "store_processed": False, "polling_interval": 0.05}
+    elif url.startswith(("amqp", "pyamqp")):
+        transport_options = {"confirm_publish": True}
+    exchange = Exchange(settings.queue, type="direct", durable=True)
+    app.conf.update(
+        broker_url=url,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_queues=[Queue(settings.queue, exchange, routing_key=settings.queue, durable=True)],
+        task_default_queue=settings.queue,
+        task_default_exchange=settings.queue,
+        task_default_routing_key=settings.queue,
+        # The ledger, not the broker, decides what runs: ack on receipt, hold as little as possible unacknowledged, and
+        # let leases (not RabbitMQ's consumer_timeout) catch a worker that dies mid-task.
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+        broker_heartbeat=60,
+    )
+    return app
+
+
+class Dispatcher:
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def ring(self, pk: int, *, delay_s: float = 0.0) -> None:
+        """Publish the doorbell for invocation `pk`; raises DispatchError when the broker cannot take it."""
+        try:
+            self.celery.send_task(RUN_TASK, args=[pk], countdown=delay_s if delay_s > 0 else None,
+                                  retry=True, retry_policy=_PUBLISH_RETRY)
+        except Exception as exc:  # kombu surfaces transport failures as many unrelated types
+            raise DispatchError(f"broker refused the doorbell for invocation {pk}: {exc}") from exc

@@ -1,0 +1,108 @@
+"""One root error with a subtree per boundary; the API maps them to HTTP in a single handler."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class TaskServiceError(Exception):
+    """Root of every error the service raises on purpose."""
+
+    code = "InternalError"
+    http_status = 500
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ConfigError(TaskServiceError):
+    code = "ConfigError"
+
+
+# --- caller errors (4xx) -------------------------------------------------------------------------------------------
+class RequestError(TaskServiceError):
+    code = "BadRequest"
+    http_status = 400
+
+
+class MalformedJSON(RequestError):
+    code = "MalformedJSON"
+
+
+class InvalidName(RequestError):
+    code = "InvalidName"
+
+
+class InvalidInvocationId(RequestError):
+    code = "InvalidInvocationId"
+
+
+class InvalidQuery(RequestError):
+    code = "InvalidQuery"
+
+
+class InvalidFunctionConfig(RequestError):
+    code = "InvalidFunctionConfig"
+    http_status = 422
+
+
+class UnsupportedMediaType(RequestError):
+    code = "UnsupportedMediaType"
+    http_status = 415
+
+
+class PayloadTooLarge(RequestError):
+    code = "PayloadTooLarge"
+    http_status = 413
+
+
+class NotFound(RequestError):
+    code = "NotFound"
+    http_status = 404
+
+
+class FunctionNotFound(NotFound):
+    code = "FunctionNotFound"
+
+
+class InvocationNotFound(NotFound):
+    code = "InvocationNotFound"
+
+
+class Conflict(RequestError):
+    code = "Conflict"
+    http_status = 409
+
+
+class DuplicateInvocation(Conflict):
+    """Raised with the invocation that already holds the id, so callers can read its state."""
+
+    code = "InvocationAlreadyExist"
+
+    def __init__(self, message: str, *, existing: dict[str, Any]) -> None:
+        super().__init__(message, details=existing)
+        self.existing = existing
+
+
+# --- ledger -------------------------------------------------------------------------------------------------------
+class LedgerError(TaskServiceError):
+    code = "LedgerError"
+
+
+class IllegalTransition(LedgerError):
+    """A status change the state machine does not allow; a programming error or a lost race."""
+
+    code = "IllegalTransition"
+    http_status = 409
+
+
+# --- broker -------------------------------------------------------------------------------------------------------
+class DispatchError(TaskServiceError):
+    code = "DispatchError"
+    http_status = 503
+
+
+# --- client (CLI talking to the API) ------------------------------------------------------------------------------
+class ClientError(TaskServiceError):
+    code = "ClientError"

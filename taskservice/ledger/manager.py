@@ -1,0 +1,292 @@
+"""Ledger: the only code that writes invocation status.
+
+Every status change goes through `_move`, which checks the state machine, updates the row on the condition that its
+status is still the one it read (so concurrent writers cannot both win) and appends the transition to the history,
+all in one transaction.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from taskservice.errors import DuplicateInvocation, FunctionNotFound
+from taskservice.ledger.models import FunctionRow, InvocationRow, LogLineRow, TransitionRow
+from taskservice.ledger.queries import LedgerQueries
+from taskservice.ledger.records import Claim, Function, Invocation
+from taskservice.ledger.states import TERMINAL, WAITING, Status, check_transition
+from taskservice.specs import FunctionConfig
+
+FUNCTIONS = FunctionRow.__table__
+INVOCATIONS = InvocationRow.__table__
+TRANSITIONS = TransitionRow.__table__
+LOGS = LogLineRow.__table__
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class ReapReport:
+    """What one reaper pass did; the caller re-dispatches `redispatch`."""
+
+    redispatch: list[int] = field(default_factory=list)
+    lease_lapsed: int = 0
+    expired: int = 0
+    purged: int = 0
+
+
+class Ledger(LedgerQueries):
+    def __init__(self, engine: Engine, *, max_log_lines: int = 10_000) -> None:
+        super().__init__(engine)
+        self.max_log_lines = max_log_lines
+
+    # --- functions ------------------------------------------------------------------------------------------------
+    def put_function(self, name: str, config: FunctionConfig) -> tuple[Function, bool]:
+        """Create or replace a function; returns it and whether it was created."""
+        now = utcnow()
+        values = config.model_dump()
+        with self.engine.begin() as conn:
+            updated = conn.execute(update(FUNCTIONS).where(FUNCTIONS.c.name == name)
+                                   .values(**values, updated_at=now)).rowcount
+            if not updated:
+                conn.execute(insert(FUNCTIONS).values(name=name, **values, created_at=now, updated_at=now))
+            row = conn.execute(select(FUNCTIONS).where(FUNCTIONS.c.name == name)).one()
+        return Function.from_row(row), not updated
+
+    def delete_function(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            if not conn.execute(delete(FUNCTIONS).where(FUNCTIONS.c.name == name)).rowcount:
+                raise FunctionNotFound(f"function {name!r} does not exist")
+
+    # --- submission -----------------------------------------------------------------------------------------------
+    def create_invocation(self, function: str, invocation_id: str, request_id: str, payload: str) -> Invocation:
+        """Insert a new Enqueued invocation; the unique (function, invocation_id) index decides duplicates."""
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(select(FUNCTIONS.c.name).where(FUNCTIONS.c.name == function)).first() is None:
+                    raise FunctionNotFound(f"function {function!r} does not exist")
+                row = conn.execute(insert(INVOCATIONS).values(
+                    function=function, invocation_id=invocation_id, request_id=request_id, status=Status.ENQUEUED,
+                    payload=payload, attempts=0, log_lines=0, created_at=now, updated_at=now, dispatched_at=now,
+                ).returning(*INVOCATIONS.c)).one()
+                conn.execute(insert(TRANSITIONS).values(invocation_pk=row.id, from_status=None,
+                                                        to_status=Status.ENQUEUED, attempt=0, reason="submitted",
+                                                        at=now))
+        except IntegrityError:
+            existing = self.find_invocation(function, invocation_id)
+            if existing is None:  # the unique index fired on something else: not a duplicate, re-raise
+                raise
+            raise DuplicateInvocation(
+                f"invocation {invocation_id!r} of function {function!r} already exists ({existing.status.value})",
+                existing={"pk": existing.pk}) from None
+        return Invocation.from_row(row)
+
+    def mark_undispatched(self, pks: Sequence[int]) -> None:
+        """Flag invocations whose doorbell could not be published, so the reaper rings it as soon as it can."""
+        if pks:
+            with self.engine.begin() as conn:
+                conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.id.in_(pks), INVOCATIONS.c.status.in_(WAITING))
+                             .values(dispatched_at=None))
+
+    # --- the one status writer ------------------------------------------------------------------------------------
+    def _move(self, conn: Connection, pk: int, target: Status, *, reason: str, expect: Iterable[Status] | None = None,
+              attempt: int | None = None, **values: Any) -> Invocation | None:
+        """Move one invocation to `target` if the state machine allows it; None when it is not in an expected state.
+
+        `attempt`, when given, must equal the row's attempt count: a worker whose lease was taken over cannot write
+        the outcome of an attempt that is no longer current.
+        """
+        current = conn.execute(select(INVOCATIONS.c.status, INVOCATIONS.c.attempts)
+                               .where(INVOCATIONS.c.id == pk)).first()
+        if current is None:
+            return None
+        status, attempts = Status(current.status), current.attempts
+        if (expect is not None and status not in set(expect)) or (attempt is not None and attempts != attempt):
+            return None
+        check_transition(status, target)
+        now = utcnow()
+        values.setdefault("updated_at", now)
+        if target in TERMINAL:
+            values.setdefault("finished_at", now)
+            values.setdefault("lease_expires_at", None)
+        row = conn.execute(update(INVOCATIONS)
+                           .where(INVOCATIONS.c.id == pk, INVOCATIONS.c.status == status,
+                                  INVOCATIONS.c.attempts == attempts)
+                           .values(status=target, **values).returning(*INVOCATIONS.c)).first()
+        if row is None:  # somebody else moved it between our read and our write
+            return None
+        conn.execute(insert(TRANSITIONS).values(invocation_pk=pk, from_status=status, to_status=target,
+                                                attempt=row.attempts, reason=reason[:1024], at=now))
+        return Invocation.from_row(row)
+
+    # --- worker side ----------------------------------------------------------------------------------------------
+    def claim(self, pk: int, worker: str, lease_s: float) -> Claim | Invocation | None:
+        """Start a new attempt. Returns a Claim to the one winner; an Invocation when it ended instead (expired,
+        invalid) or must wait (not_before, concurrency); None when there is nothing to do (duplicate delivery)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(INVOCATIONS, FUNCTIONS.c.name.label("fn_name"))
+                               .outerjoin(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
+                               .where(INVOCATIONS.c.id == pk)).first()
+            if row is None or Status(row.status) not in WAITING:
+                return None
+            if row.fn_name is None:
+                return self._move(conn, pk, Status.INVALID, reason="function deleted", condition="Invalid",
+                                  error_type="FunctionNotFound", error=f"function {row.function!r} no longer exists")
+            fn = Function.from_row(conn.execute(select(FUNCTIONS).where(FUNCTIONS.c.name == row.function)).one())
+            if now - row.created_at > timedelta(seconds=fn.max_event_age_s):
+                return self._move(conn, pk, Status.EXPIRED, reason="max event age exceeded before start",
+                                  condition="EventAgeExceeded", error_type="EventAgeExceeded",
+                                  error=f"waited longer than max_event_age_s={fn.max_event_age_s}")
+            if row.not_before is not None and row.not_before > now:
+                return Invocation.from_row(row)
+            if fn.concurrency is not None and self._running_count(conn, fn.name) >= fn.concurrency:
+                return Invocation.from_row(row)
+            moved = self._move(conn, pk, Status.RUNNING, reason=f"claimed by {worker}", expect=WAITING,
+                               attempts=INVOCATIONS.c.attempts + 1, worker=worker, started_at=now, heartbeat_at=now,
+                               lease_expires_at=now + timedelta(seconds=lease_s), not_before=None,
+                               progress_percent=None, progress_message=None)
+            return None if moved is None else Claim(invocation=moved, function=fn)
+
+    @staticmethod
+    def _running_count(conn: Connection, function: str) -> int:
+        return conn.execute(select(func.count()).select_from(INVOCATIONS).where(
+            INVOCATIONS.c.function == function, INVOCATIONS.c.status.in_([Status.RUNNING, Status.STOPPING]))).scalar_one()
+
+    def heartbeat(self, pk: int, attempt: int, lease_s: float, *, progress: tuple[float, str] | None = None
+                  ) -> Status | None:
+        """Extend the lease of the current attempt; returns the status now in the ledger (None: attempt lost)."""
+        now = utcnow()
+        values: dict[str, Any] = {"heartbeat_at": now, "lease_expires_at": now + timedelta(seconds=lease_s)}
+        if progress is not None:
+            values["progress_percent"], values["progress_message"] = progress[0], progress[1][:1024]
+        with self.engine.begin() as conn:
+            row = conn.execute(update(INVOCATIONS).where(
+                INVOCATIONS.c.id == pk, INVOCATIONS.c.attempts == attempt,
+                INVOCATIONS.c.status.in_([Status.RUNNING, Status.STOPPING])).values(**values)
+                .returning(INVOCATIONS.c.status)).first()
+        return None if row is None else Status(row.status)
+
+    def append_logs(self, pk: int, attempt: int, lines: Sequence[tuple[datetime, str, str]]) -> None:
+        """Store log lines, keeping at most max_log_lines per invocation and saying so once when cut."""
+        if not lines:
+            return
+        with self.engine.begin() as conn:
+            count = conn.execute(select(INVOCATIONS.c.log_lines).where(INVOCATIONS.c.id == pk)).scalar_one_or_none()
+            if count is None or count > self.max_log_lines:
+                return
+            room = self.max_log_lines - count
+            rows = [{"invocation_pk": pk, "attempt": attempt, "at": at, "level": level, "message": message}
+                    for at, level, message in lines[:room]]
+            if len(lines) > room:
+                rows.append({"invocation_pk": pk, "attempt": attempt, "at": utcnow(), "level": "WARNING",
+                             "message": f"[taskservice] log truncated: only the first {self.max_log_lines} lines "
+                                        "of this invocation are kept"})
+            if rows:
+                conn.execute(insert(LOGS), rows)
+                conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.id == pk)
+                             .values(log_lines=INVOCATIONS.c.log_lines + len(rows)))
+
+    def succeed(self, pk: int, attempt: int, result: Any) -> Invocation | None:
+        with self.engine.begin() as conn:
+            return self._move(conn, pk, Status.SUCCEEDED, reason="handler returned", expect={Status.RUNNING},
+                              attempt=attempt, result=json.dumps(result), error=None, error_type=None, condition="",
+                              progress_percent=100.0)
+
+    def fail(self, pk: int, attempt: int, *, error_type: str, error: str, max_retries: int, retry_delay_s: float,
+             reason: str = "handler failed") -> Invocation | None:
+        """Record a failed attempt: Retrying with a not_before while retries remain, else Failed."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if attempt <= max_retries:
+                return self._move(conn, pk, Status.RETRYING, reason=f"{reason}: {error_type}", expect={Status.RUNNING},
+                                  attempt=attempt, error_type=error_type, error=error, lease_expires_at=None,
+                                  not_before=now + timedelta(seconds=retry_delay_s), dispatched_at=now)
+            return self._move(conn, pk, Status.FAILED, reason=f"{reason}: {error_type}", expect={Status.RUNNING},
+                              attempt=attempt, error_type=error_type, error=error, condition="RetriesExhausted")
+
+    def invalidate(self, pk: int, attempt: int, *, error_type: str, error: str) -> Invocation | None:
+        with self.engine.begin() as conn:
+            return self._move(conn, pk, Status.INVALID, reason=f"cannot run: {error_type}", expect={Status.RUNNING},
+                              attempt=attempt, error_type=error_type, error=error, condition="Invalid")
+
+    def stopped(self, pk: int, attempt: int) -> Invocation | None:
+        """The worker killed a Stopping attempt: it ends Stopped."""
+        with self.engine.begin() as conn:
+            return self._move(conn, pk, Status.STOPPED, reason="handler killed on stop request",
+                              expect={Status.STOPPING}, attempt=attempt, condition="Stopped", error_type="Stopped",
+                              error="stopped on request")
+
+    def defer(self, pk: int, delay_s: float) -> None:
+        """Push a waiting invocation's earliest start back without a status change (concurrency limit)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.id == pk, INVOCATIONS.c.status.in_(WAITING))
+                         .values(not_before=utcnow() + timedelta(seconds=delay_s), dispatched_at=utcnow()))
+
+    # --- reaper ---------------------------------------------------------------------------------------------------
+    def reap(self, *, retention_s: float, redispatch_after_s: float, batch: int = 500) -> ReapReport:
+        """Hand lapsed leases to a new attempt, expire over-age waiting invocations, find lost doorbells and drop rows
+        past retention. Safe to run in several processes at once: every move is conditional."""
+        report = ReapReport()
+        now = utcnow()
+        with self.engine.begin() as conn:
+            lapsed = conn.execute(select(INVOCATIONS.c.id, INVOCATIONS.c.attempts, INVOCATIONS.c.status,
+                                         FUNCTIONS.c.max_retries)
+                                  .outerjoin(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
+                                  .where(INVOCATIONS.c.status.in_([Status.RUNNING, Status.STOPPING]),
+                                         INVOCATIONS.c.lease_expires_at < now).limit(batch)).all()
+            for row in lapsed:
+                error = "the worker running this attempt stopped heartbeating (killed or lost)"
+                if Status(row.status) is Status.STOPPING:
+                    moved = self._move(conn, row.id, Status.STOPPED, reason="lease lapsed while stopping",
+                                       expect={Status.STOPPING}, attempt=row.attempts, condition="Stopped")
+                elif row.max_retries is not None and row.attempts <= row.max_retries:
+                    moved = self._move(conn, row.id, Status.RETRYING, reason="lease lapsed", expect={Status.RUNNING},
+                                       attempt=row.attempts, error_type="WorkerLost", error=error,
+                                       lease_expires_at=None, not_before=now, dispatched_at=now)
+                    if moved is not None:
+                        report.redispatch.append(row.id)
+                else:
+                    moved = self._move(conn, row.id, Status.FAILED, reason="lease lapsed, no retries left",
+                                       expect={Status.RUNNING}, attempt=row.attempts, error_type="WorkerLost",
+                                       error=error, condition="RetriesExhausted")
+                report.lease_lapsed += moved is not None
+        with self.engine.begin() as conn:
+            # A waiting invocation whose doorbell never left (publish failed: dispatched_at NULL) or left long ago
+            # (lost with a crashed broker or worker) is rung again; the claim makes the extra message harmless.
+            waiting = conn.execute(select(INVOCATIONS.c.id, INVOCATIONS.c.created_at, INVOCATIONS.c.not_before,
+                                          FUNCTIONS.c.max_event_age_s)
+                                   .outerjoin(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
+                                   .where(INVOCATIONS.c.status.in_(WAITING), or_(
+                                       INVOCATIONS.c.dispatched_at.is_(None),
+                                       INVOCATIONS.c.dispatched_at < now - timedelta(seconds=redispatch_after_s)))
+                                   .order_by(INVOCATIONS.c.id).limit(batch)).all()
+            lost = []
+            for row in waiting:
+                if row.max_event_age_s is not None and now - row.created_at > timedelta(seconds=row.max_event_age_s):
+                    report.expired += self._move(
+                        conn, row.id, Status.EXPIRED, reason="max event age exceeded while waiting", expect=WAITING,
+                        condition="EventAgeExceeded", error_type="EventAgeExceeded",
+                        error=f"waited longer than max_event_age_s={row.max_event_age_s}") is not None
+                elif row.not_before is None or row.not_before <= now:
+                    lost.append(row.id)
+            if lost:
+                conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.id.in_(lost)).values(dispatched_at=now))
+            report.redispatch.extend(lost)
+        with self.engine.begin() as conn:
+            old = select(INVOCATIONS.c.id).where(INVOCATIONS.c.status.in_(TERMINAL),
+                                                 INVOCATIONS.c.finished_at < now - timedelta(seconds=retention_s))
+            old_ids = [r.id for r in conn.execute(old.limit(batch))]
+            if old_ids:
+                for table in (TRANSITIONS, LOGS):
+                    conn.execute(delete(table).where(table.c.invocation_pk.in_(old_ids)))
+                report.purged = conn.execute(delete(INVOCATIONS).where(INVOCATIONS.c.id.in_(old_ids))).rowcount
+        return report

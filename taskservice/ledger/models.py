@@ -1,0 +1,120 @@
+"""Ledger tables. Schema changes go through Alembic (migrations/); tests/migration checks the two agree."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (BigInteger, DateTime, Enum, Float, ForeignKey, Index, Integer, MetaData, String, Text,
+                        TypeDecorator, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from taskservice.ledger.states import Status
+
+NAMING = {"ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
+          "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s", "pk": "pk_%(table_name)s"}
+
+# SQLite has no BIGINT autoincrement; INTEGER PRIMARY KEY is its rowid and just as wide.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way in and out, on Postgres (timestamptz) and SQLite (naive text) alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+StatusColumn = Enum(Status, name="invocation_status", values_callable=lambda e: [m.value for m in e],
+                    native_enum=True, validate_strings=True, length=16)
+
+
+class FunctionRow(Base):
+    __tablename__ = "functions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    handler: Mapped[str] = mapped_column(String(256))
+    timeout_s: Mapped[int] = mapped_column(Integer)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    max_event_age_s: Mapped[int] = mapped_column(Integer)
+    on_success: Mapped[str | None] = mapped_column(String(2048))
+    on_failure: Mapped[str | None] = mapped_column(String(2048))
+    concurrency: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InvocationRow(Base):
+    __tablename__ = "invocations"
+    __table_args__ = (
+        UniqueConstraint("function", "invocation_id", name="uq_invocations_function_invocation_id"),
+        Index("ix_invocations_status_lease", "status", "lease_expires_at"),
+        Index("ix_invocations_function_id", "function", "id"),
+        Index("ix_invocations_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    function: Mapped[str] = mapped_column(String(64))
+    invocation_id: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(36), unique=True)
+    status: Mapped[Status] = mapped_column(StatusColumn)
+    payload: Mapped[str] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(128))
+    condition: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker: Mapped[str | None] = mapped_column(String(256))
+    progress_percent: Mapped[float | None] = mapped_column(Float)
+    progress_message: Mapped[str | None] = mapped_column(String(1024))
+    log_lines: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TransitionRow(Base):
+    """Append-only: one row per status change, never updated."""
+
+    __tablename__ = "invocation_transitions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    invocation_pk: Mapped[int] = mapped_column(ForeignKey("invocations.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[Status | None] = mapped_column(StatusColumn)
+    to_status: Mapped[Status] = mapped_column(StatusColumn)
+    attempt: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(1024), default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LogLineRow(Base):
+    __tablename__ = "invocation_logs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    invocation_pk: Mapped[int] = mapped_column(ForeignKey("invocations.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    level: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)

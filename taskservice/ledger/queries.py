@@ -1,0 +1,112 @@
+"""Read-only ledger queries: listing with keyset pagination, single reads, history and logs."""
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, select
+
+from taskservice.errors import FunctionNotFound, InvalidQuery, InvocationNotFound
+from taskservice.ledger.models import FunctionRow, InvocationRow, LogLineRow, TransitionRow
+from taskservice.ledger.records import Function, Invocation, LogLine, Page, Transition
+from taskservice.ledger.states import Status
+
+FUNCTIONS = FunctionRow.__table__
+INVOCATIONS = InvocationRow.__table__
+TRANSITIONS = TransitionRow.__table__
+LOGS = LogLineRow.__table__
+
+
+@dataclass(frozen=True)
+class InvocationFilter:
+    function: str | None = None
+    statuses: tuple[Status, ...] = ()
+    prefix: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def encode_cursor(pk: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{pk}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, pk = text.partition(":")
+        if version != "v1":
+            raise ValueError(version)
+        return int(pk)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InvalidQuery(f"invalid cursor {cursor!r}: pass back the next_cursor of a previous page") from None
+
+
+class LedgerQueries:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get_function(self, name: str) -> Function:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(FUNCTIONS).where(FUNCTIONS.c.name == name)).first()
+        if row is None:
+            raise FunctionNotFound(f"function {name!r} does not exist")
+        return Function.from_row(row)
+
+    def list_functions(self) -> list[Function]:
+        with self.engine.connect() as conn:
+            return [Function.from_row(r) for r in conn.execute(select(FUNCTIONS).order_by(FUNCTIONS.c.name))]
+
+    def find_invocation(self, function: str, invocation_id: str) -> Invocation | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(INVOCATIONS).where(INVOCATIONS.c.function == function,
+                                                         INVOCATIONS.c.invocation_id == invocation_id)).first()
+        return None if row is None else Invocation.from_row(row)
+
+    def get_invocation(self, function: str, invocation_id: str) -> Invocation:
+        found = self.find_invocation(function, invocation_id)
+        if found is None:
+            raise InvocationNotFound(f"function {function!r} has no invocation {invocation_id!r}")
+        return found
+
+    def get_by_pk(self, pk: int) -> Invocation | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(INVOCATIONS).where(INVOCATIONS.c.id == pk)).first()
+        return None if row is None else Invocation.from_row(row)
+
+    def list_invocations(self, flt: InvocationFilter, *, limit: int = 50, cursor: str | None = None) -> Page:
+        """Newest first by primary key: keyset pagination that stays fast however deep the page."""
+        query = select(INVOCATIONS).order_by(INVOCATIONS.c.id.desc()).limit(limit + 1)
+        if flt.function:
+            query = query.where(INVOCATIONS.c.function == flt.function)
+        if flt.statuses:
+            query = query.where(INVOCATIONS.c.status.in_(flt.statuses))
+        if flt.prefix:
+            escaped = flt.prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(INVOCATIONS.c.invocation_id.like(f"{escaped}%", escape="\\"))
+        if flt.since:
+            query = query.where(INVOCATIONS.c.created_at >= flt.since)
+        if flt.until:
+            query = query.where(INVOCATIONS.c.created_at < flt.until)
+        if cursor:
+            query = query.where(INVOCATIONS.c.id < decode_cursor(cursor))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        items = [Invocation.from_row(r) for r in rows[:limit]]
+        return Page(items=items, next_cursor=encode_cursor(items[-1].pk) if len(rows) > limit else None)
+
+    def transitions(self, pk: int) -> list[Transition]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(TRANSITIONS).where(TRANSITIONS.c.invocation_pk == pk)
+                                .order_by(TRANSITIONS.c.id)).all()
+        return [Transition(from_status=None if r.from_status is None else Status(r.from_status),
+                           to_status=Status(r.to_status), attempt=r.attempt, reason=r.reason, at=r.at) for r in rows]
+
+    def logs(self, pk: int, *, attempt: int | None = None) -> list[LogLine]:
+        query = select(LOGS).where(LOGS.c.invocation_pk == pk).order_by(LOGS.c.id)
+        if attempt is not None:
+            query = query.where(LOGS.c.attempt == attempt)
+        with self.engine.connect() as conn:
+            return [LogLine(attempt=r.attempt, at=r.at, level=r.level, message=r.message)
+                    for r in conn.execute(query)]

@@ -1,0 +1,92 @@
+"""Immutable snapshots the ledger hands out, so no caller can write status behind the manager's back."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from taskservice.ledger.states import Status
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    handler: str
+    timeout_s: int
+    max_retries: int
+    max_event_age_s: int
+    on_success: str | None
+    on_failure: str | None
+    concurrency: int | None
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Function:
+        return cls(**{name: row._mapping[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Invocation:
+    pk: int
+    function: str
+    invocation_id: str
+    request_id: str
+    status: Status
+    payload: str
+    result: str | None
+    error: str | None
+    error_type: str | None
+    condition: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    not_before: datetime | None
+    lease_expires_at: datetime | None
+    heartbeat_at: datetime | None
+    worker: str | None
+    progress_percent: float | None
+    progress_message: str | None
+    log_lines: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> Invocation:
+        m = row._mapping
+        return cls(pk=m["id"], **{name: m[name] for name in cls.__dataclass_fields__ if name != "pk"})
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker needs to run one attempt; returned only to the worker that won the claim."""
+
+    invocation: Invocation
+    function: Function
+
+    @property
+    def attempt(self) -> int:
+        return self.invocation.attempts
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_status: Status | None
+    to_status: Status
+    attempt: int
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LogLine:
+    attempt: int
+    at: datetime
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Invocation]
+    next_cursor: str | None

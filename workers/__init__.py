@@ -1,0 +1,1 @@
+"""Celery workers: claim an invocation from the ledger, run its handler in an isolated process, persist the outcome."""

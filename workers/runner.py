@@ -1,0 +1,140 @@
+"""Claim → run → persist, for one doorbell. The only worker code that talks to the ledger about an attempt."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from taskservice.dispatch import Dispatcher
+from taskservice.errors import DispatchError, TaskServiceError
+from taskservice.ledger import Ledger, Status
+from taskservice.ledger.records import Claim, Invocation
+from taskservice.submission import Submitter
+from workers.sandbox import Job, Outcome, run_isolated
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY_S = 0.5
+
+
+def retry_delay(attempt: int, base_s: float, max_s: float) -> float:
+    """Exponential backoff: base, 2×base, 4×base … capped."""
+    return min(max_s, base_s * (2 ** max(0, attempt - 1)))
+
+
+class _AttemptHooks:
+    """Buffers logs and progress from the handler and writes them with the heartbeat, so a chatty handler costs a
+    few ledger writes per second, not one per line."""
+
+    def __init__(self, runner: Runner, claim: Claim) -> None:
+        self.runner = runner
+        self.pk = claim.invocation.pk
+        self.attempt = claim.attempt
+        self.logs: list[tuple[datetime, str, str]] = []
+        self.progress: tuple[float, str] | None = None
+        self.last_flush = time.monotonic()
+        self.last_heartbeat = time.monotonic()
+
+    def on_log(self, at: str, level: str, message: str) -> None:
+        self.logs.append((datetime.fromisoformat(at), level, message))
+
+    def on_progress(self, percent: float, message: str) -> None:
+        self.progress = (percent, message)
+
+    def on_submit(self, function: str, payload: Any, invocation_id: str | None) -> dict[str, Any]:
+        try:
+            child = self.runner.submitter.submit(function, payload, invocation_id=invocation_id)
+        except TaskServiceError as exc:
+            existing = getattr(exc, "existing", None)
+            return {"error": {"code": exc.code, "message": exc.message}, "existing": existing}
+        return {"invocationId": child.invocation_id, "requestId": child.request_id, "function": child.function,
+                "status": child.status.value}
+
+    def flush(self) -> Status | None:
+        self.runner.ledger.append_logs(self.pk, self.attempt, self.logs)
+        self.logs = []
+        status = self.runner.ledger.heartbeat(self.pk, self.attempt, self.runner.lease_s, progress=self.progress)
+        self.progress = None
+        now = time.monotonic()
+        self.last_flush = self.last_heartbeat = now
+        return status
+
+    def on_tick(self) -> str | None:
+        now = time.monotonic()
+        pending = bool(self.logs) or self.progress is not None
+        if (pending and now - self.last_flush >= FLUSH_EVERY_S) or now - self.last_heartbeat >= self.runner.heartbeat_s:
+            status = self.flush()
+            if status is None:
+                return "abandon"  # the lease was taken over: this attempt is no longer ours to finish
+            if status is Status.STOPPING:
+                return "stop"
+        return None
+
+
+class Runner:
+    def __init__(self, ledger: Ledger, dispatcher: Dispatcher, submitter: Submitter, *, worker_id: str,
+                 lease_s: float, heartbeat_s: float, retry_base_s: float, retry_max_s: float) -> None:
+        self.ledger = ledger
+        self.dispatcher = dispatcher
+        self.submitter = submitter
+        self.worker_id = worker_id
+        self.lease_s = lease_s
+        self.heartbeat_s = heartbeat_s
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+
+    def run(self, pk: int) -> str:
+        """Handle one doorbell; returns a word saying what happened (for the worker log and tests)."""
+        claimed = self.ledger.claim(pk, self.worker_id, self.lease_s)
+        if claimed is None:
+            return "skipped"  # duplicate delivery, already running elsewhere, or already ended
+        if isinstance(claimed, Invocation):
+            return self._not_started(claimed)
+        return self._execute(claimed)
+
+    def _not_started(self, invocation: Invocation) -> str:
+        if invocation.status.value in ("Enqueued", "Retrying"):
+            # Too early (backoff) or at the function's concurrency limit: ring again later, keep the status.
+            self._ring(invocation.pk, delay_s=1.0)
+            self.ledger.defer(invocation.pk, 1.0)
+            return "deferred"
+        return invocation.status.value.lower()
+
+    def _execute(self, claim: Claim) -> str:
+        invocation, function = claim.invocation, claim.function
+        job = Job(handler=function.handler, payload=invocation.payload, request_id=invocation.request_id,
+                  invocation_id=invocation.invocation_id, function=function.name, attempt=claim.attempt,
+                  timeout_s=function.timeout_s)
+        hooks = _AttemptHooks(self, claim)
+        outcome = run_isolated(job, hooks)
+        if outcome.kind == "abandoned":
+            return "abandoned"
+        hooks.flush()
+        return self._persist(claim, outcome)
+
+    def _persist(self, claim: Claim, outcome: Outcome) -> str:
+        pk, attempt = claim.invocation.pk, claim.attempt
+        if outcome.kind == "succeeded":
+            self.ledger.succeed(pk, attempt, outcome.result)
+            return "succeeded"
+        if outcome.kind == "invalid":
+            self.ledger.invalidate(pk, attempt, error_type=outcome.error_type, error=outcome.error)
+            return "invalid"
+        if outcome.kind == "stopped":
+            self.ledger.stopped(pk, attempt)
+            return "stopped"
+        delay = retry_delay(attempt, self.retry_base_s, self.retry_max_s)
+        moved = self.ledger.fail(pk, attempt, error_type=outcome.error_type, error=outcome.error,
+                                 max_retries=claim.function.max_retries, retry_delay_s=delay)
+        if moved is not None and moved.status is Status.RETRYING:
+            self._ring(pk, delay_s=delay)
+            return "retrying"
+        return "failed"
+
+    def _ring(self, pk: int, *, delay_s: float) -> None:
+        try:
+            self.dispatcher.ring(pk, delay_s=delay_s)
+        except DispatchError as exc:
+            log.warning("could not ring invocation %s again (the reaper will): %s", pk, exc)
+            self.ledger.mark_undispatched([pk])
