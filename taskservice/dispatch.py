@@ -25,8 +25,10 @@ def make_celery(settings: Settings) -> Celery:
     if url.startswith("filesystem"):
         folder = settings.embedded_broker_dir
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / "control").mkdir(exist_ok=True)
         transport_options = {"data_folder_in": str(folder), "data_folder_out": str(folder),
-                             "store_processed": False, "polling_interval": 0.05}
+                             "control_folder": str(folder / "control"), "store_processed": False,
+                             "polling_interval": 0.05}
     elif url.startswith(("amqp", "pyamqp")):
         transport_options = {"confirm_publish": True}
     exchange = Exchange(settings.queue, type="direct", durable=True)
@@ -48,7 +50,8 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         worker_send_task_events=False,
-        worker_hijack_root_logger=False,
+        # Stop is a ledger state (design §3.5), not a broadcast: no remote-control queue per worker.
+        worker_enable_remote_control=False,
         broker_heartbeat=60,
     )
     return app

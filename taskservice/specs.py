@@ -16,7 +16,7 @@ DESTINATION_TARGET = re.compile(r"^[A-Za-z0-9_.\-]{1,249}$")
 
 
 def check_invocation_id(value: str) -> str:
-    if not isinstance(value, str) or not INVOCATION_ID.match(value):
+    if not isinstance(value, str) or not INVOCATION_ID.fullmatch(value):
         raise InvalidInvocationId(
             f"invalid invocation id {value!r}: it must match {INVOCATION_ID.pattern} "
             "(a letter or underscore, then up to 127 letters, digits, '_' or '-')")
@@ -24,7 +24,7 @@ def check_invocation_id(value: str) -> str:
 
 
 def check_function_name(value: str) -> str:
-    if not isinstance(value, str) or not FUNCTION_NAME.match(value):
+    if not isinstance(value, str) or not FUNCTION_NAME.fullmatch(value):
         raise InvalidName(
             f"invalid function name {value!r}: it must match {FUNCTION_NAME.pattern} "
             "(a letter or underscore, then up to 63 letters, digits, '_' or '-')")
@@ -41,8 +41,9 @@ def check_destination(uri: str) -> str:
     if f"{scheme}:" not in DESTINATION_SCHEMES:
         raise ValueError(f"unknown destination {uri!r}: use queue:<name>, kafka:<topic>, function:<name> or https://…")
     if scheme == "function":
-        check_function_name(target)
-    elif not DESTINATION_TARGET.match(target):
+        if not FUNCTION_NAME.fullmatch(target):
+            raise ValueError(f"invalid function name {target!r} in destination {uri!r}")
+    elif not DESTINATION_TARGET.fullmatch(target):
         raise ValueError(f"invalid {scheme} name {target!r} in destination {uri!r}")
     return uri
 
@@ -64,7 +65,7 @@ class FunctionConfig(BaseModel):
     @field_validator("handler")
     @classmethod
     def _handler_shape(cls, value: str) -> str:
-        if not HANDLER.match(value):
+        if not HANDLER.fullmatch(value):
             raise ValueError('handler must look like "package.module:callable"')
         return value
 

@@ -80,6 +80,6 @@ def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO", 
     app, _ = create_worker_app(settings)
     argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--pool=prefork",
             "--without-gossip", "--without-mingle", "--without-heartbeat", f"--queues={settings.queue}"]
-    if name:
-        argv.append(f"--hostname={name}")
+    # Unique node names let several workers share one host (and one broker vhost) without clashing.
+    argv.append(f"--hostname={name or f'taskservice-{os.getpid()}@%h'}")
     app.worker_main(argv=argv)

@@ -9,6 +9,7 @@ from typing import Any
 from taskservice.dispatch import Dispatcher
 from taskservice.errors import DispatchError, TaskServiceError
 from taskservice.ledger import Ledger, Status
+from taskservice.ledger.manager import utcnow
 from taskservice.ledger.records import Claim, Invocation
 from taskservice.submission import Submitter
 from workers.sandbox import Job, Outcome, run_isolated
@@ -110,6 +111,10 @@ class Runner:
         outcome = run_isolated(job, hooks)
         if outcome.kind == "abandoned":
             return "abandoned"
+        if outcome.kind != "succeeded":
+            # The invocation keeps only the latest error; the log keeps every attempt's, traceback included.
+            hooks.logs.append((utcnow(), "ERROR", f"[taskservice] attempt {claim.attempt} ended {outcome.kind}: "
+                                                   f"{outcome.error_type}: {outcome.error}"))
         hooks.flush()
         return self._persist(claim, outcome)
 

@@ -107,6 +107,7 @@ def invoke(ctx: click.Context, function: str, event: str | None, event_file: Pat
 
 
 def _wait(client: Client, function: str, invocation_id: str, *, quiet: bool, poll_s: float = 0.3) -> Any:
+    """Poll until the invocation ends: a live bar on a terminal, one line per change otherwise (CI logs, pipes)."""
     with api_errors():
         inv = client.get_invocation(function, invocation_id)
         if quiet:
@@ -114,19 +115,22 @@ def _wait(client: Client, function: str, invocation_id: str, *, quiet: bool, pol
                 time.sleep(poll_s)
                 inv = client.get_invocation(function, invocation_id)
             return inv
-        shown = 0
-        with click.progressbar(length=100, label=inv["status"].ljust(9), show_percent=True,
-                               item_show_func=lambda _: None) as bar:
+        interactive = click.get_text_stream("stdout").isatty()
+        with click.progressbar(length=100, show_percent=True, label="Enqueued", file=None if interactive else
+                               _NullStream()) as bar:
+            shown, last_line = 0, ""
             while True:
-                percent = inv["progress"]["percent"] or 0
-                if inv["status"] == "Succeeded":
-                    percent = 100
-                bar.label = f"{inv['status']:<9} {(inv['progress']['message'] or '')[:40]}"
-                if percent > shown:
-                    bar.update(int(percent) - shown)
-                    shown = int(percent)
+                percent = 100 if inv["status"] == "Succeeded" else int(inv["progress"]["percent"] or 0)
+                message = (inv["progress"]["message"] or "")[:40]
+                if interactive:
+                    bar.label = f"{inv['status']:<9} {message}"
+                    bar.update(max(0, percent - shown))
+                    shown = max(shown, percent)
                 else:
-                    bar.render_progress()
+                    line = f"{inv['status']:<9} {percent:3d}%  {message}".rstrip()
+                    if line != last_line:
+                        click.echo(line)
+                        last_line = line
                 if inv["status"] in TERMINAL:
                     break
                 time.sleep(poll_s)
@@ -135,9 +139,22 @@ def _wait(client: Client, function: str, invocation_id: str, *, quiet: bool, pol
     if inv["status"] == "Succeeded":
         print_json(inv["result"])
     else:
-        click.echo(f"{inv['errorType'] or 'Error'}: {(inv['error'] or '').splitlines()[0] if inv['error'] else ''}",
-                   err=True)
+        first_line = (inv["error"] or "").splitlines()[0] if inv["error"] else ""
+        click.echo(f"{inv['errorType'] or 'Error'}: {first_line}", err=True)
     return inv
+
+
+class _NullStream:
+    """Where the bar draws when stdout is not a terminal: plain lines are printed instead."""
+
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+    def isatty(self) -> bool:
+        return False
 
 
 # --- tasks ------------------------------------------------------------------------------------------------------

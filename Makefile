@@ -1,0 +1,40 @@
+# taskservice — `make run` to try it, `make test` to check it. Both install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+DATA_DIR ?= var
+
+.PHONY: run test install services bench clean help
+
+help:
+	@echo "make run    start API + worker on the embedded default (SQLite, filesystem broker) on port $(PORT)"
+	@echo "make test   install what is missing, make sure Postgres and RabbitMQ are up, run the whole suite"
+	@echo "make bench  benchmarks on Postgres + RabbitMQ (see bench/README.md)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/taskservice dev --port $(PORT) --data-dir $(DATA_DIR)
+
+services:
+	@scripts/ensure-services.sh
+
+test: $(STAMP) services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) services
+	$(BIN)/python bench/bench_core.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -1,0 +1,120 @@
+"""`make run` and the CLI, as a person uses them: real subprocesses, the embedded default, no servers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import REPO
+from tests.integration.test_reliability import free_port
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("make-run")
+    port = free_port()
+    log_path = data_dir / "make-run.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKSERVICE_", "MAKE"))}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["make", "run", f"PORT={port}", f"DATA_DIR={data_dir}"], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"make run did not serve /healthz:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.2)
+    yield {"base": base, "data_dir": data_dir, "log": log_path, "proc": proc}
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def cli(server: dict[str, Any], *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")},
+           "TASKSERVICE_API_URL": server["base"]}
+    return subprocess.run([sys.executable, "-m", "taskservice.cli", *args], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=60, input=input_text)
+
+
+def test_make_run_serves_health_and_runs_an_invocation_end_to_end(dev_server: dict[str, Any]) -> None:
+    health = requests.get(f"{dev_server['base']}/healthz", timeout=5).json()
+    assert health["status"] == "ok"
+    assert (dev_server["data_dir"] / "ledger.db").exists()  # the embedded default: SQLite in DATA_DIR
+    banner = dev_server["log"].read_text()
+    assert "taskservice dev is running" in banner and "127.0.0.1 only" in banner
+    deployed = cli(dev_server, "functions", "deploy", "demo", "--handler", "workers.handlers.sleep:handler")
+    assert deployed.returncode == 0, deployed.stderr
+    waited = cli(dev_server, "invoke", "demo", "-e", '{"seconds": 1, "step": 0.2}', "--invocation-id", "tour_1",
+                 "--wait")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "Succeeded after 1 attempt(s)" in waited.stdout
+    assert '"slept"' in waited.stdout
+    assert "%" in waited.stdout  # the progress bar was drawn
+
+
+def test_cli_lists_shows_and_prints_logs(dev_server: dict[str, Any]) -> None:
+    cli(dev_server, "functions", "deploy", "echo", "--handler", "workers.handlers.echo:handler", "--max-retries", "0")
+    done = cli(dev_server, "invoke", "echo", "-e", '{"x": 1}', "--invocation-id", "cli_show", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == {"x": 1}
+    listed = cli(dev_server, "tasks", "list", "--function", "echo")
+    assert "cli_show" in listed.stdout and "Succeeded" in listed.stdout
+    shown = cli(dev_server, "tasks", "show", "echo", "cli_show")
+    assert "Enqueued → Running" in shown.stdout.replace("  ", " ") or "Running" in shown.stdout
+    logs = cli(dev_server, "tasks", "logs", "echo", "cli_show")
+    assert "echo for cli_show" in logs.stdout
+    functions = cli(dev_server, "functions", "list", "--json")
+    assert "echo" in {f["name"] for f in json.loads(functions.stdout)}
+
+
+def test_cli_failure_exits_non_zero_with_the_error(dev_server: dict[str, Any]) -> None:
+    cli(dev_server, "functions", "deploy", "echo", "--handler", "workers.handlers.echo:handler", "--max-retries", "0")
+    failed = cli(dev_server, "invoke", "echo", "-e", '{"fail": "on purpose"}', "--wait")
+    assert failed.returncode == 1
+    assert "Failed" in failed.stdout and "RequestedFailure" in failed.stderr
+
+
+def _invocation_count(server: dict[str, Any]) -> int:
+    page = requests.get(f"{server['base']}/v1/invocations?limit=1000", timeout=5).json()
+    return len(page["items"])
+
+
+def test_cli_bad_input_is_refused_and_changes_nothing(dev_server: dict[str, Any]) -> None:
+    cli(dev_server, "functions", "deploy", "echo", "--handler", "workers.handlers.echo:handler")
+    before = _invocation_count(dev_server)
+    bad_json = cli(dev_server, "invoke", "echo", "-e", "{not json")
+    assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
+    bad_id = cli(dev_server, "invoke", "echo", "-e", "{}", "--invocation-id", "9-bad")
+    assert bad_id.returncode == 1 and "InvalidInvocationId (400)" in bad_id.stderr
+    unknown = cli(dev_server, "invoke", "nope_fn", "-e", "{}")
+    assert unknown.returncode == 1 and "FunctionNotFound (404)" in unknown.stderr
+    assert cli(dev_server, "invoke", "echo", "-e", "{}", "--invocation-id", "once").returncode == 0
+    after_first = _invocation_count(dev_server)
+    duplicate = cli(dev_server, "invoke", "echo", "-e", "{}", "--invocation-id", "once")
+    assert duplicate.returncode == 1 and "InvocationAlreadyExist (409)" in duplicate.stderr
+    assert _invocation_count(dev_server) == after_first == before + 1
+    bad_config = cli(dev_server, "functions", "deploy", "broken", "--handler", "no_colon", "--timeout", "0")
+    assert bad_config.returncode == 1
+    assert "InvalidFunctionConfig (422)" in bad_config.stderr and "timeout_s" in bad_config.stderr
+    listed = json.loads(cli(dev_server, "functions", "list", "--json").stdout)
+    assert "broken" not in {f["name"] for f in listed}
+
+
+def test_cli_says_clearly_when_the_api_is_not_there(tmp_path: Path) -> None:
+    result = cli({"base": f"http://127.0.0.1:{free_port()}"}, "tasks", "list")
+    assert result.returncode == 1
+    assert "cannot reach the taskservice API" in result.stderr

@@ -1,0 +1,60 @@
+"""Handlers used by the tests; workers import them as tests.handlers:<name> (the worker puts its cwd on sys.path)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _mark(event: dict[str, Any], context: Any) -> None:
+    """Append one line per execution to event["marker"], so a test can count how often a handler really ran."""
+    if event.get("marker"):
+        with open(event["marker"], "a") as fh:
+            fh.write(f"{context.invocation_id} attempt={context.attempt} pid={os.getpid()}\n")
+
+
+def counted(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    _mark(event, context)
+    time.sleep(float(event.get("seconds", 0)))
+    return {"attempt": context.attempt}
+
+
+def fail_until(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Fails while attempt < event["succeed_on"]."""
+    _mark(event, context)
+    context.logger.info("attempt %d starting", context.attempt)
+    if context.attempt < int(event["succeed_on"]):
+        raise RuntimeError(f"planned failure on attempt {context.attempt}")
+    return {"attempt": context.attempt}
+
+
+def spawn_and_hang(event: dict[str, Any], context: Any) -> None:
+    """Starts a child process (like ffmpeg would), records both pids, then hangs."""
+    child = subprocess.Popen(["sleep", "300"])
+    Path(event["pids"]).write_text(f"{os.getpid()} {child.pid}\n")
+    _mark(event, context)
+    time.sleep(300)
+
+
+def chatty(event: dict[str, Any], context: Any) -> str:
+    for i in range(int(event.get("lines", 3))):
+        context.logger.info("line %d", i)
+        context.progress(100 * (i + 1) / int(event.get("lines", 3)), f"step {i + 1}")
+    print("plain stdout line")
+    subprocess.run(["sh", "-c", "echo from a child process >&2"], check=True)
+    return "ok"
+
+
+def fan_out(event: dict[str, Any], context: Any) -> list[str]:
+    return [context.submit(event["child"], {"n": n}, invocation_id=f"{context.invocation_id}-{n}")["invocationId"]
+            for n in range(int(event["count"]))]
+
+
+def returns_unserialisable(event: Any, context: Any) -> Any:
+    return {1, 2, 3}
+
+
+def exits(event: Any, context: Any) -> None:
+    raise SystemExit(3)

@@ -1,0 +1,129 @@
+"""The guarantees: one winner among concurrent duplicates, one execution per invocation however often the doorbell
+rings, and a killed worker's invocation finished by another one."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask.testing import FlaskClient
+
+from taskservice.services import Services
+from tests.conftest import process_gone, REPO, Backend, deploy, wait_for_status
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api_server(backend: Backend, tmp_path: Path) -> Iterator[str]:
+    """The real API under gunicorn (4 processes), as `taskservice api` runs it in production."""
+    port = free_port()
+    log = open(tmp_path / "api.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "api", "--port", str(port), "--workers", "4"],
+                            cwd=REPO, env=backend.env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"API did not start:\n{(tmp_path / 'api.log').read_text()[-3000:]}")
+        time.sleep(0.1)
+    yield base
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=20)
+    log.close()
+
+
+def test_fifty_concurrent_submissions_of_one_id(api_server: str, app_client: FlaskClient, services: Services,
+                                                shared_worker: Any, fn_name: str, tmp_path: Path) -> None:
+    deploy(app_client, fn_name, "tests.handlers:counted")
+    marker = tmp_path / "runs"
+    barrier = threading.Barrier(50)
+    answers: list[tuple[int, dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    def one(n: int) -> None:
+        session = requests.Session()
+        barrier.wait()
+        response = session.post(f"{api_server}/v1/functions/{fn_name}/invocations",
+                                json={"marker": str(marker), "sender": n}, headers={"X-Invocation-Id": "the_one"},
+                                timeout=30)
+        with lock:
+            answers.append((response.status_code, response.json()))
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(code for code, _ in answers)
+    assert codes == [202] + [409] * 49
+    winner = next(body for code, body in answers if code == 202)
+    for code, body in answers:
+        if code == 409:
+            assert body["invocation"]["requestId"] == winner["requestId"]
+    inv = wait_for_status(services, fn_name, "the_one", {"Succeeded"})
+    time.sleep(1)  # give a hypothetical second execution time to show up
+    assert len(marker.read_text().splitlines()) == 1
+    assert inv.attempts == 1
+
+
+def test_the_same_doorbell_delivered_twice_runs_once(app_client: FlaskClient, services: Services,
+                                                     shared_worker: Any, fn_name: str, tmp_path: Path) -> None:
+    deploy(app_client, fn_name, "tests.handlers:counted")
+    marker = tmp_path / "runs"
+    inv = services.submitter.submit(fn_name, {"marker": str(marker), "seconds": 0.5})
+    for _ in range(3):  # the same message again, as a broker redelivery would
+        services.dispatcher.ring(inv.pk)
+    done = wait_for_status(services, fn_name, inv.invocation_id, {"Succeeded"})
+    services.dispatcher.ring(inv.pk)  # and once more after it ended
+    time.sleep(1.5)
+    assert len(marker.read_text().splitlines()) == 1
+    assert done.attempts == 1
+    assert services.ledger.get_by_pk(inv.pk).status.value == "Succeeded"
+
+
+def test_a_worker_killed_mid_task_is_replaced_by_another(app_client: FlaskClient, services: Services,
+                                                         backend: Backend, start_worker: Any, fn_name: str,
+                                                         tmp_path: Path) -> None:
+    private = {"queue": f"{backend.settings.queue}_kill"}
+    isolated = Services.build(backend.settings.merged(**private))
+    marker = tmp_path / "runs"
+    try:
+        deploy(app_client, fn_name, "tests.handlers:counted")
+        first = start_worker(**private)
+        inv = isolated.submitter.submit(fn_name, {"marker": str(marker), "seconds": 3})
+        running = wait_for_status(services, fn_name, inv.invocation_id, {"Running"})
+        while not marker.exists():
+            time.sleep(0.05)
+        handler_pid = int(marker.read_text().split("pid=")[1].split()[0])
+        first.kill()  # SIGKILL: no graceful shutdown, no chance to write anything
+        assert process_gone(handler_pid), "the handler outlived its worker"
+        start_worker(**private)
+        done = wait_for_status(services, fn_name, inv.invocation_id, {"Succeeded"}, timeout_s=60)
+        assert done.attempts == 2
+        assert done.worker != running.worker
+        history = [(t.from_status and t.from_status.value, t.to_status.value, t.reason)
+                   for t in services.ledger.transitions(inv.pk)]
+        assert ("Running", "Retrying", "lease lapsed") in history
+        assert len(marker.read_text().splitlines()) == 2
+    finally:
+        isolated.close()
+
