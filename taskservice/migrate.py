@@ -8,8 +8,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from taskservice.errors import ConfigError
 from taskservice.ledger.models import Base
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -40,3 +42,15 @@ def differences(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         return list(compare_metadata(context, Base.metadata))
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def ensure_current(engine: Engine) -> None:
+    """Refuse to serve or work on a ledger whose schema is not the one this code expects."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise ConfigError(f"the ledger at {engine.url.render_as_string(hide_password=True)} is at schema revision "
+                          f"{current or '(none)'}, this code needs {head}: run `taskservice migrate` first")

@@ -138,14 +138,14 @@ class WorkerProcess:
         self.log.close()
 
     def stop(self) -> None:
+        """Warm shutdown through the main process only (signalling the pool directly can hang billiard)."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.kill()
-                return
-        self.log.close()
+                pass
+        self.kill()
 
 
 @pytest.fixture

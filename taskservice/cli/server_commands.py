@@ -38,6 +38,24 @@ def _migrate(settings: Settings) -> str | None:
         engine.dispose()
 
 
+def _require_current_schema(settings: Settings) -> None:
+    from taskservice import migrate as migrations
+    from taskservice.db import make_engine
+
+    if settings.resolved_database_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrations.ensure_current(engine)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    except Exception as exc:  # the database itself is unreachable
+        raise click.ClickException(f"cannot open the ledger at {_redact(settings.resolved_database_url)}: {exc}") \
+            from None
+    finally:
+        engine.dispose()
+
+
 @click.command()
 def migrate() -> None:
     """Upgrade the ledger schema to the newest migration."""
@@ -56,6 +74,7 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     from taskservice.api.server import serve_gunicorn
 
     settings = load_settings(api_host=host, api_port=port, api_workers=workers)
+    _require_current_schema(settings)
     serve_gunicorn(lambda: create_app(settings), host=settings.api_host, port=settings.api_port,
                    workers=settings.api_workers)
 
@@ -69,6 +88,7 @@ def worker(concurrency: int | None, loglevel: str, name: str | None) -> None:
     from workers.celery_app import run_worker
 
     settings = load_settings(worker_concurrency=concurrency)
+    _require_current_schema(settings)
     run_worker(settings, concurrency=settings.worker_concurrency or os.cpu_count() or 1, loglevel=loglevel,
                name=name)
 
@@ -94,7 +114,8 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
                   "--loglevel", "WARNING"]
     worker_proc = subprocess.Popen(worker_cmd, env=env, start_new_session=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    threading.Thread(target=_exit_when_worker_dies, args=(worker_proc,), daemon=True).start()
+    stopping = threading.Event()
+    threading.Thread(target=_exit_when_worker_dies, args=(worker_proc, stopping), daemon=True).start()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = create_app(settings)
 
@@ -116,26 +137,35 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
     except KeyboardInterrupt:
         click.echo("stopping…")
     finally:
+        stopping.set()
         _stop_group(worker_proc)
     if worker_proc.returncode not in (0, -signal.SIGTERM, None):
         raise click.ClickException(f"the worker exited with status {worker_proc.returncode}; see its output above")
 
 
-def _exit_when_worker_dies(proc: subprocess.Popen[bytes]) -> None:
+def _exit_when_worker_dies(proc: subprocess.Popen[bytes], stopping: threading.Event) -> None:
     proc.wait()
+    if stopping.is_set():
+        return
     click.echo(f"the worker (pid {proc.pid}) exited with status {proc.returncode}; stopping", err=True)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Warm-stop the Celery main process (it stops its own pool), then kill whatever is left of its group.
+
+    Signalling the pool processes directly would leave the main process waiting forever on a queue lock one of
+    them held."""
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc.terminate()
         proc.wait(timeout=10)
-    except (ProcessLookupError, PermissionError):
-        return
     except subprocess.TimeoutExpired:
+        pass
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 def _redact(url: str) -> str:
