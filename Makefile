@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 DATA_DIR ?= var
 
-.PHONY: run test install services bench clean help
+.PHONY: run test lint install services bench clean help
 
 help:
 	@echo "make run    start API + worker on the embedded default (SQLite, filesystem broker) on port $(PORT)"
 	@echo "make test   install what is missing, make sure Postgres and RabbitMQ are up, run the whole suite"
+	@echo "make lint   ruff and mypy (part of make test)"
 	@echo "make bench  benchmarks on Postgres + RabbitMQ (see bench/README.md)"
 
 $(BIN)/python:
@@ -30,7 +31,11 @@ run: $(STAMP)
 services:
 	@scripts/ensure-services.sh
 
-test: $(STAMP) services
+lint: $(STAMP)
+	$(BIN)/ruff check taskservice workers tests migrations
+	$(BIN)/mypy taskservice workers
+
+test: $(STAMP) services lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) services

@@ -83,12 +83,14 @@ class Settings(BaseModel):
             if name in known:
                 values[name] = value
             elif name not in _CLIENT_ONLY:
-                raise ConfigError(f"unknown setting {key}; known: {', '.join(sorted(ENV_PREFIX + k.upper() for k in known))}")
+                names = ", ".join(sorted(ENV_PREFIX + k.upper() for k in known))
+                raise ConfigError(f"unknown setting {key}; known: {names}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
         except ValidationError as exc:
-            problems = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                                 for e in exc.errors())
             raise ConfigError(f"invalid configuration: {problems}") from exc
 
 

@@ -10,7 +10,8 @@ from taskservice.errors import InvalidFunctionConfig, InvalidInvocationId, Inval
 
 INVOCATION_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-HANDLER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+HANDLER = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 DESTINATION_SCHEMES = ("queue:", "kafka:", "function:", "https://")
 DESTINATION_TARGET = re.compile(r"^[A-Za-z0-9_.\-]{1,249}$")
 

@@ -229,11 +229,7 @@ class _Supervision:
             while True:
                 now = time.monotonic()
                 wait = max(0.0, min(next_tick, deadline) - now)
-                for key, _ in selector.select(wait):
-                    reader: _LineReader = key.data
-                    reader.pump()
-                    if reader.closed:
-                        selector.unregister(reader.fd)
+                _pump_ready(selector, wait)
                 if self.messages.closed:
                     exit_status = self._reap(deadline)
                     if exit_status is not None:
@@ -293,14 +289,8 @@ class _Supervision:
     def _drain(self, selector: selectors.BaseSelector) -> None:
         """Read what the handler wrote before it exited; grandchildren holding the pipe must not block us."""
         for _ in range(100):
-            ready = selector.select(0)
-            if not ready:
+            if not _pump_ready(selector, 0):
                 return
-            for key, _ in ready:
-                reader: _LineReader = key.data
-                reader.pump()
-                if reader.closed:
-                    selector.unregister(reader.fd)
 
     def _wait_quietly(self) -> None:
         if self.pid_reaped:
@@ -309,6 +299,17 @@ class _Supervision:
             os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
+
+
+def _pump_ready(selector: selectors.BaseSelector, wait: float) -> bool:
+    """Read every pipe that is ready within `wait` seconds; False when none was."""
+    ready = selector.select(wait)
+    for key, _ in ready:
+        reader: _LineReader = key.data
+        reader.pump()
+        if reader.closed:
+            selector.unregister(reader.fd)
+    return bool(ready)
 
 
 def _describe_status(status: int | None) -> str:

@@ -35,7 +35,7 @@ _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
     config_schema = FunctionConfig.model_json_schema(ref_template="#/components/schemas/{model}")
     status_enum = [s.value for s in Status]
-    invocation_summary = {
+    invocation_summary: dict[str, Any] = {
         "type": "object",
         "required": ["invocationId", "requestId", "function", "status"],
         "properties": {
@@ -81,7 +81,8 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
         "/v1/functions/{name}": {
             "parameters": [_NAME],
             "put": {"summary": "Register or update a function",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("FunctionConfig")}}},
+                    "requestBody": {"required": True,
+                                    "content": {"application/json": {"schema": _ref("FunctionConfig")}}},
                     "responses": {"200": _json(_ref("Function"), "updated"), "201": _json(_ref("Function"), "created"),
                                   **_errors(400, 413, 415, 422)}},
             "get": {"summary": "Read a function", "responses": {"200": _json(_ref("Function"), "OK"),

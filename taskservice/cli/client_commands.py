@@ -1,14 +1,15 @@
 """Commands that talk to the API: functions, invoke, tasks."""
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from taskservice.cli.output import (api_errors, client_of, parse_json_option, print_json, print_table,
-                                    status_text)
+from taskservice.cli.output import api_errors, client_of, parse_json_option, print_json, print_table, status_text
 from taskservice.client import Client
 
 TERMINAL = {"Succeeded", "Failed", "Stopped", "Expired", "Invalid"}
@@ -106,35 +107,39 @@ def invoke(ctx: click.Context, function: str, event: str | None, event_file: Pat
             ctx.exit(1)
 
 
+def _follow(client: Client, function: str, invocation_id: str, poll_s: float) -> Iterator[Any]:
+    """Yield the invocation on every poll, the last time in a terminal status."""
+    while True:
+        inv = client.get_invocation(function, invocation_id)
+        yield inv
+        if inv["status"] in TERMINAL:
+            return
+        time.sleep(poll_s)
+
+
+def _percent(inv: Any) -> int:
+    return 100 if inv["status"] == "Succeeded" else int(inv["progress"]["percent"] or 0)
+
+
 def _wait(client: Client, function: str, invocation_id: str, *, quiet: bool, poll_s: float = 0.3) -> Any:
     """Poll until the invocation ends: a live bar on a terminal, one line per change otherwise (CI logs, pipes)."""
+    inv: Any = None
     with api_errors():
-        inv = client.get_invocation(function, invocation_id)
         if quiet:
-            while inv["status"] not in TERMINAL:
-                time.sleep(poll_s)
-                inv = client.get_invocation(function, invocation_id)
+            *_, inv = _follow(client, function, invocation_id, poll_s)
             return inv
-        interactive = click.get_text_stream("stdout").isatty()
-        with click.progressbar(length=100, show_percent=True, label="Enqueued", file=None if interactive else
-                               _NullStream()) as bar:
-            shown, last_line = 0, ""
-            while True:
-                percent = 100 if inv["status"] == "Succeeded" else int(inv["progress"]["percent"] or 0)
-                message = (inv["progress"]["message"] or "")[:40]
-                if interactive:
-                    bar.label = f"{inv['status']:<9} {message}"
-                    bar.update(max(0, percent - shown))
-                    shown = max(shown, percent)
-                else:
-                    line = f"{inv['status']:<9} {percent:3d}%  {message}".rstrip()
-                    if line != last_line:
-                        click.echo(line)
-                        last_line = line
-                if inv["status"] in TERMINAL:
-                    break
-                time.sleep(poll_s)
-                inv = client.get_invocation(function, invocation_id)
+        if sys.stdout.isatty():
+            with click.progressbar(length=100, show_percent=True, label="Enqueued") as bar:
+                for inv in _follow(client, function, invocation_id, poll_s):
+                    bar.label = f"{inv['status']:<9} {(inv['progress']['message'] or '')[:40]}"
+                    bar.update(max(0, _percent(inv) - bar.pos))
+        else:
+            last_line = ""
+            for inv in _follow(client, function, invocation_id, poll_s):
+                line = f"{inv['status']:<9} {_percent(inv):3d}%  {(inv['progress']['message'] or '')[:40]}".rstrip()
+                if line != last_line:
+                    click.echo(line)
+                    last_line = line
     click.echo(f"{status_text(inv['status'])} after {inv['attempts']} attempt(s)")
     if inv["status"] == "Succeeded":
         print_json(inv["result"])
@@ -142,19 +147,6 @@ def _wait(client: Client, function: str, invocation_id: str, *, quiet: bool, pol
         first_line = (inv["error"] or "").splitlines()[0] if inv["error"] else ""
         click.echo(f"{inv['errorType'] or 'Error'}: {first_line}", err=True)
     return inv
-
-
-class _NullStream:
-    """Where the bar draws when stdout is not a terminal: plain lines are printed instead."""
-
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        return None
-
-    def isatty(self) -> bool:
-        return False
 
 
 # --- tasks ------------------------------------------------------------------------------------------------------
@@ -209,7 +201,8 @@ def show(ctx: click.Context, function: str, invocation_id: str, as_json: bool) -
                f"attempts {inv['attempts']}  request {inv['requestId']}")
     if inv["progress"]["percent"] is not None:
         click.echo(f"progress  {inv['progress']['percent']:.0f}% {inv['progress']['message'] or ''}")
-    click.echo(f"created   {inv['createdAt']}   started {inv['startedAt'] or '-'}   finished {inv['finishedAt'] or '-'}")
+    click.echo(f"created   {inv['createdAt']}   started {inv['startedAt'] or '-'}   "
+               f"finished {inv['finishedAt'] or '-'}")
     click.echo("payload   " + _compact(inv["payload"]))
     if inv["status"] == "Succeeded":
         click.echo("result    " + _compact(inv["result"]))

@@ -42,10 +42,10 @@ def print_json(value: Any) -> None:
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Callable[[dict[str, Any]], Any]]]) -> None:
     cells = [[str(get(row) if get(row) is not None else "-") for _, get in columns] for row in rows]
     widths = [max([len(title)] + [len(c[i]) for c in cells]) for i, (title, _) in enumerate(columns)]
-    click.echo("  ".join(click.style(title.ljust(w), bold=True) for (title, _), w in zip(columns, widths)))
-    for raw, line in zip(rows, cells):
+    click.echo("  ".join(click.style(title.ljust(w), bold=True) for (title, _), w in zip(columns, widths, strict=True)))
+    for line in cells:
         out = []
-        for (title, _), w, cell in zip(columns, widths, line):
+        for (title, _), w, cell in zip(columns, widths, line, strict=True):
             text = cell.ljust(w)
             out.append(status_text(cell) + " " * (w - len(cell)) if title == "STATUS" else text)
         click.echo("  ".join(out).rstrip())

@@ -125,8 +125,9 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
         click.echo(f"  API       {base}/v1   (OpenAPI: {base}/openapi.json)")
         click.echo(f"  health    {base}/healthz")
         click.echo(f"  ledger    {_redact(settings.resolved_database_url)} (revision {revision})")
+        embedded = settings.resolved_broker_url.startswith("filesystem")
         click.echo(f"  broker    {_redact(settings.resolved_broker_url)}"
-                   + (f" in {settings.embedded_broker_dir}" if settings.resolved_broker_url.startswith("filesystem") else ""))
+                   + (f" in {settings.embedded_broker_dir}" if embedded else ""))
         click.echo(f"  workers   {concurrency} handler process(es), pid {worker_proc.pid}")
         click.echo("  open mode: no authentication, bound to 127.0.0.1 only. Ctrl-C stops everything.")
         click.echo(f"  try:      TASKSERVICE_API_URL={base} taskservice functions deploy demo "

@@ -16,16 +16,11 @@ from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, up
 from sqlalchemy.exc import IntegrityError
 
 from taskservice.errors import DuplicateInvocation, FunctionNotFound
-from taskservice.ledger.models import FunctionRow, InvocationRow, LogLineRow, TransitionRow
+from taskservice.ledger.models import FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
 from taskservice.ledger.queries import LedgerQueries
 from taskservice.ledger.records import Claim, Function, Invocation
 from taskservice.ledger.states import TERMINAL, WAITING, Status, check_transition
 from taskservice.specs import FunctionConfig
-
-FUNCTIONS = FunctionRow.__table__
-INVOCATIONS = InvocationRow.__table__
-TRANSITIONS = TransitionRow.__table__
-LOGS = LogLineRow.__table__
 
 
 def utcnow() -> datetime:
@@ -158,8 +153,9 @@ class Ledger(LedgerQueries):
 
     @staticmethod
     def _running_count(conn: Connection, function: str) -> int:
-        return conn.execute(select(func.count()).select_from(INVOCATIONS).where(
-            INVOCATIONS.c.function == function, INVOCATIONS.c.status.in_([Status.RUNNING, Status.STOPPING]))).scalar_one()
+        running = select(func.count()).select_from(INVOCATIONS).where(
+            INVOCATIONS.c.function == function, INVOCATIONS.c.status.in_([Status.RUNNING, Status.STOPPING]))
+        return int(conn.execute(running).scalar_one())
 
     def heartbeat(self, pk: int, attempt: int, lease_s: float, *, progress: tuple[float, str] | None = None
                   ) -> Status | None:

@@ -2,10 +2,23 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import (BigInteger, DateTime, Enum, Float, ForeignKey, Index, Integer, MetaData, String, Text,
-                        TypeDecorator, UniqueConstraint)
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from taskservice.ledger.states import Status
@@ -118,3 +131,10 @@ class LogLineRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     level: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
+
+
+# Core table handles for the ledger's set-based statements (conditional UPDATEs, bulk inserts).
+FUNCTIONS = cast(Table, FunctionRow.__table__)
+INVOCATIONS = cast(Table, InvocationRow.__table__)
+TRANSITIONS = cast(Table, TransitionRow.__table__)
+LOGS = cast(Table, LogLineRow.__table__)

@@ -9,14 +9,9 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 
 from taskservice.errors import FunctionNotFound, InvalidQuery, InvocationNotFound
-from taskservice.ledger.models import FunctionRow, InvocationRow, LogLineRow, TransitionRow
+from taskservice.ledger.models import FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
 from taskservice.ledger.records import Function, Invocation, LogLine, Page, Transition
 from taskservice.ledger.states import Status
-
-FUNCTIONS = FunctionRow.__table__
-INVOCATIONS = InvocationRow.__table__
-TRANSITIONS = TransitionRow.__table__
-LOGS = LogLineRow.__table__
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import enum
 from taskservice.errors import IllegalTransition
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     ENQUEUED = "Enqueued"
     RUNNING = "Running"
     RETRYING = "Retrying"
@@ -16,9 +16,6 @@ class Status(str, enum.Enum):
     STOPPED = "Stopped"
     EXPIRED = "Expired"
     INVALID = "Invalid"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.STOPPED, Status.EXPIRED, Status.INVALID})

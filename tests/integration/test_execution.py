@@ -8,7 +8,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from taskservice.services import Services
-from tests.conftest import process_gone, WorkerProcess, deploy, wait_for_status
+from tests.conftest import WorkerProcess, deploy, process_gone, wait_for_status
 
 
 def submit(client: FlaskClient, fn: str, payload: Any = None, invocation_id: str | None = None) -> str:

@@ -17,7 +17,7 @@ import requests
 from flask.testing import FlaskClient
 
 from taskservice.services import Services
-from tests.conftest import process_gone, REPO, Backend, deploy, wait_for_status
+from tests.conftest import REPO, Backend, deploy, process_gone, wait_for_status
 
 
 def free_port() -> int:
@@ -127,3 +127,29 @@ def test_a_worker_killed_mid_task_is_replaced_by_another(app_client: FlaskClient
     finally:
         isolated.close()
 
+
+
+def test_a_doorbell_that_never_reached_the_broker_is_rung_by_the_reaper(
+        app_client: FlaskClient, services: Services, shared_worker: Any, fn_name: str) -> None:
+    deploy(app_client, fn_name, "workers.handlers.noop:handler")
+    # What submit() leaves behind when the broker refuses the publish: a ledger row flagged as not dispatched.
+    inv = services.ledger.create_invocation(fn_name, "lost_bell", "req-lost-bell", "{}")
+    services.ledger.mark_undispatched([inv.pk])
+    done = wait_for_status(services, fn_name, "lost_bell", {"Succeeded"})
+    assert done.attempts == 1
+
+
+def test_finished_invocations_are_purged_after_retention_and_their_id_is_free_again(
+        app_client: FlaskClient, services: Services, shared_worker: Any, fn_name: str) -> None:
+    deploy(app_client, fn_name, "workers.handlers.noop:handler")
+    first = services.submitter.submit(fn_name, {"n": 1}, invocation_id="kept_for_a_while")
+    wait_for_status(services, fn_name, "kept_for_a_while", {"Succeeded"})
+    services.ledger.reap(retention_s=3600, redispatch_after_s=60)
+    assert services.ledger.get_by_pk(first.pk) is not None  # well inside retention: kept, id still taken
+    time.sleep(0.05)
+    report = services.ledger.reap(retention_s=0, redispatch_after_s=60)
+    assert report.purged >= 1
+    assert services.ledger.get_by_pk(first.pk) is None
+    assert services.ledger.transitions(first.pk) == [] and services.ledger.logs(first.pk) == []
+    again = services.submitter.submit(fn_name, {"n": 2}, invocation_id="kept_for_a_while")
+    assert again.pk != first.pk
