@@ -6,8 +6,9 @@ Create Date: 2026-11-22 01:55:02.865175
 """
 from __future__ import annotations
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
+
 import taskservice.ledger.models
 
 revision = '0001_initial_ledger'
