@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from taskservice.errors import InvalidFunctionConfig, InvalidInvocationId, InvalidName
+from taskservice.errors import InvalidFunctionConfig, InvalidInvocationId, InvalidName, RequestError
 
 INVOCATION_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -16,20 +16,19 @@ DESTINATION_SCHEMES = ("queue:", "kafka:", "function:", "https://")
 DESTINATION_TARGET = re.compile(r"^[A-Za-z0-9_.\-]{1,249}$")
 
 
-def check_invocation_id(value: str) -> str:
-    if not isinstance(value, str) or not INVOCATION_ID.fullmatch(value):
-        raise InvalidInvocationId(
-            f"invalid invocation id {value!r}: it must match {INVOCATION_ID.pattern} "
-            "(a letter or underscore, then up to 127 letters, digits, '_' or '-')")
+def _check_identifier(value: str, pattern: re.Pattern[str], error: type[RequestError], what: str, longest: int) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise error(f"invalid {what} {value!r}: it must match {pattern.pattern} "
+                    f"(a letter or underscore, then up to {longest} letters, digits, '_' or '-')")
     return value
+
+
+def check_invocation_id(value: str) -> str:
+    return _check_identifier(value, INVOCATION_ID, InvalidInvocationId, "invocation id", 127)
 
 
 def check_function_name(value: str) -> str:
-    if not isinstance(value, str) or not FUNCTION_NAME.fullmatch(value):
-        raise InvalidName(
-            f"invalid function name {value!r}: it must match {FUNCTION_NAME.pattern} "
-            "(a letter or underscore, then up to 63 letters, digits, '_' or '-')")
-    return value
+    return _check_identifier(value, FUNCTION_NAME, InvalidName, "function name", 63)
 
 
 def check_destination(uri: str) -> str:

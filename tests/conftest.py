@@ -175,6 +175,28 @@ def fn_name() -> str:
     return f"fn_{uuid.uuid4().hex[:12]}"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_health(base: str, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 60) -> None:
+    """Wait until a server process answers /healthz; fail with its log if it dies or stays silent."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{base} did not answer /healthz:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.1)
+
+
 def deploy(client: FlaskClient, name: str, handler: str, **config: Any) -> dict[str, Any]:
     response = client.put(f"/v1/functions/{name}", json={"handler": handler, **config})
     assert response.status_code in (200, 201), response.get_json()

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import REPO
-from tests.integration.test_reliability import free_port
+from tests.conftest import REPO, free_port, wait_for_health
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +26,7 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         proc = subprocess.Popen(["make", "run", f"PORT={port}", f"DATA_DIR={data_dir}"], cwd=REPO, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"make run did not serve /healthz:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.2)
+    wait_for_health(base, proc, log_path, timeout_s=120)
     yield {"base": base, "data_dir": data_dir, "log": log_path, "proc": proc}
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)

@@ -3,7 +3,6 @@ rings, and a killed worker's invocation finished by another one."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -17,13 +16,7 @@ import requests
 from flask.testing import FlaskClient
 
 from taskservice.services import Services
-from tests.conftest import REPO, Backend, deploy, process_gone, wait_for_status
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import REPO, Backend, deploy, free_port, process_gone, wait_for_health, wait_for_status
 
 
 @pytest.fixture
@@ -35,16 +28,7 @@ def api_server(backend: Backend, tmp_path: Path) -> Iterator[str]:
                             cwd=REPO, env=backend.env(), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"API did not start:\n{(tmp_path / 'api.log').read_text()[-3000:]}")
-        time.sleep(0.1)
+    wait_for_health(base, proc, tmp_path / "api.log")
     yield base
     os.killpg(proc.pid, 15)
     proc.wait(timeout=20)
