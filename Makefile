@@ -13,7 +13,7 @@ help:
 	@echo "make run    start API + worker on the embedded default (SQLite, filesystem broker) on port $(PORT)"
 	@echo "make test   install what is missing, make sure Postgres and RabbitMQ are up, run the whole suite"
 	@echo "make lint   ruff and mypy (part of make test)"
-	@echo "make bench  benchmarks on Postgres + RabbitMQ (see bench/README.md)"
+	@echo "make bench  benchmarks on Postgres + RabbitMQ (see bench/README.md); BENCH_ARGS=--quick for a short run"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,7 @@ test: $(STAMP) services lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) services
+	@command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
 	$(BIN)/python bench/bench_core.py $(BENCH_ARGS)
 
 clean:

@@ -34,8 +34,16 @@ class Settings(BaseModel):
     retry_base_s: float = Field(default=1.0, ge=0, le=3600)
     retry_max_s: float = Field(default=300.0, ge=0, le=86400)
     retention_s: int = Field(default=7 * 86400, ge=60)
-    redispatch_after_s: float = Field(default=10.0, gt=0)
+    redispatch_after_s: float = Field(default=900.0, gt=0, description="ring again for a doorbell unseen this long")
     max_log_lines: int = Field(default=10_000, ge=10)
+    kafka_bootstrap: str = Field(default="", description="host:port[,host:port] of the Kafka brokers")
+    webhook_allow: str = Field(default="", description="CIDRs/hosts webhooks may reach despite being private")
+    relay_batch: int = Field(default=200, ge=1, le=10000)
+    relay_lease_s: float = Field(default=30.0, gt=0, le=3600)
+    relay_idle_s: float = Field(default=0.2, gt=0, le=60)
+    relay_backoff_base_s: float = Field(default=1.0, ge=0, le=3600)
+    relay_backoff_max_s: float = Field(default=300.0, ge=0, le=86400)
+    relay_max_attempts: int = Field(default=100, ge=1, le=100000)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_workers: int = Field(default=0, ge=0, le=256, description="0 = 2 x cores + 1")
@@ -95,4 +103,4 @@ class Settings(BaseModel):
 
 
 # Variables read by the CLI client rather than the server; tolerated by from_env().
-_CLIENT_ONLY = {"api_url", "token", "kafka_bootstrap"}
+_CLIENT_ONLY = {"api_url", "token"}

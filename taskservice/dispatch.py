@@ -5,11 +5,10 @@ options cannot drift apart.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
 from kombu import Exchange, Queue
 
+from taskservice.broker import broker_options
 from taskservice.config import Settings
 from taskservice.errors import DispatchError
 
@@ -20,17 +19,7 @@ _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for JSON-only doorbells on the configured broker (filesystem transport embedded)."""
     app = Celery("taskservice", set_as_current=False)
-    transport_options: dict[str, Any] = {}
-    url = settings.resolved_broker_url
-    if url.startswith("filesystem"):
-        folder = settings.embedded_broker_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "control").mkdir(exist_ok=True)
-        transport_options = {"data_folder_in": str(folder), "data_folder_out": str(folder),
-                             "control_folder": str(folder / "control"), "store_processed": False,
-                             "polling_interval": 0.05}
-    elif url.startswith(("amqp", "pyamqp")):
-        transport_options = {"confirm_publish": True}
+    url, transport_options = broker_options(settings)
     exchange = Exchange(settings.queue, type="direct", durable=True)
     app.conf.update(
         broker_url=url,

@@ -5,6 +5,7 @@ Passed explicitly to whatever needs it (Flask app, worker, CLI); never a module-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -12,7 +13,11 @@ from taskservice.config import Settings
 from taskservice.db import make_engine
 from taskservice.dispatch import Dispatcher, make_celery
 from taskservice.ledger import Ledger
+from taskservice.ledger.outbox import Outbox
 from taskservice.submission import Submitter
+
+if TYPE_CHECKING:
+    from taskservice.relay import Relay
 
 
 @dataclass
@@ -22,6 +27,7 @@ class Services:
     ledger: Ledger
     dispatcher: Dispatcher
     submitter: Submitter
+    outbox: Outbox
 
     @classmethod
     def build(cls, settings: Settings, *, dispatcher: Dispatcher | None = None) -> Services:
@@ -31,7 +37,19 @@ class Services:
         ledger = Ledger(engine, max_log_lines=settings.max_log_lines)
         dispatcher = dispatcher or Dispatcher(make_celery(settings))
         submitter = Submitter(ledger, dispatcher, max_payload_bytes=settings.max_payload_bytes)
-        return cls(settings=settings, engine=engine, ledger=ledger, dispatcher=dispatcher, submitter=submitter)
+        return cls(settings=settings, engine=engine, ledger=ledger, dispatcher=dispatcher, submitter=submitter,
+                   outbox=Outbox(engine))
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def build_relay(services: Services, relay_id: str) -> Relay:
+    """A relay over these services' outbox, configured from their settings."""
+    from taskservice.destinations.registry import Destinations
+    from taskservice.relay import Relay
+
+    s = services.settings
+    return Relay(services.outbox, Destinations(s, services.submitter), relay_id=relay_id, batch=s.relay_batch,
+                 lease_s=s.relay_lease_s, idle_s=s.relay_idle_s, backoff_base_s=s.relay_backoff_base_s,
+                 backoff_max_s=s.relay_backoff_max_s, max_attempts=s.relay_max_attempts)

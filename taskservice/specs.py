@@ -12,7 +12,7 @@ INVOCATION_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 HANDLER = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
-DESTINATION_SCHEMES = ("queue:", "kafka:", "function:", "https://")
+DESTINATION_SCHEMES = ("queue:", "kafka:", "function:", "https://", "http://")
 DESTINATION_TARGET = re.compile(r"^[A-Za-z0-9_.\-]{1,249}$")
 
 
@@ -33,13 +33,15 @@ def check_function_name(value: str) -> str:
 
 def check_destination(uri: str) -> str:
     """Accept the destination kinds of design §2; everything else is refused at registration, not at delivery."""
-    if uri.startswith("https://"):
-        if len(uri) <= len("https://") or any(c.isspace() for c in uri):
-            raise ValueError(f"invalid webhook URL {uri!r}")
+    if uri.startswith(("https://", "http://")):
+        host = uri.split("://", 1)[1].split("/", 1)[0]
+        if not host or "@" in host or any(c.isspace() for c in uri):
+            raise ValueError(f"invalid webhook URL {uri!r}: give https://host[:port]/path, without credentials")
         return uri
     scheme, _, target = uri.partition(":")
     if f"{scheme}:" not in DESTINATION_SCHEMES:
-        raise ValueError(f"unknown destination {uri!r}: use queue:<name>, kafka:<topic>, function:<name> or https://…")
+        raise ValueError(f"unknown destination {uri!r}: use queue:<name>, kafka:<topic>, function:<name> or "
+                         "https://…")
     if scheme == "function":
         if not FUNCTION_NAME.fullmatch(target):
             raise ValueError(f"invalid function name {target!r} in destination {uri!r}")

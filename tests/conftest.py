@@ -25,6 +25,7 @@ from taskservice import create_app, migrate
 from taskservice.config import Settings
 from taskservice.db import make_engine
 from taskservice.services import Services
+from tests.kafka_broker import kafka_broker  # noqa: F401 - a session fixture, shared with every test module
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TASKSERVICE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -54,7 +55,7 @@ class Backend:
         return env
 
 
-def _postgres_backend(tmp: Path) -> Backend:
+def postgres_backend(tmp: Path) -> Backend:
     require_port("127.0.0.1", 5432, "PostgreSQL")
     require_port("127.0.0.1", 5672, "RabbitMQ")
     db = f"ts_test_{uuid.uuid4().hex[:10]}"
@@ -87,7 +88,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     if request.param == "embedded":
         b = Backend("embedded", Settings(data_dir=tmp, **FAST))
     else:
-        b = _postgres_backend(tmp)
+        b = postgres_backend(tmp)
     services = Services.build(b.settings)
     migrate.upgrade(services.engine)
     services.close()
@@ -160,6 +161,56 @@ def start_worker(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., Wor
     yield start
     for worker in started:
         worker.stop()
+
+
+class RelayProcess:
+    """`taskservice relay` in a subprocess, as production runs it."""
+
+    def __init__(self, backend: Backend, log_path: Path, **overrides: Any) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "relay", "--loglevel", "INFO"],
+                                     cwd=REPO, env=backend.env(**overrides), stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while b"started" not in log_path.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"relay did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+
+RELAY_FAST = {"relay_lease_s": 3.0, "relay_idle_s": 0.05, "relay_backoff_base_s": 0.2, "relay_backoff_max_s": 1.0}
+
+
+@pytest.fixture
+def start_relay(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
+    started: list[RelayProcess] = []
+
+    def start(**overrides: Any) -> RelayProcess:
+        relay = RelayProcess(backend, tmp_path / f"relay-{len(started)}.log", **{**RELAY_FAST, **overrides})
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        relay.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Handlers used by the tests; workers import them as tests.handlers:<name> (the worker puts its cwd on sys.path)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -58,3 +59,11 @@ def returns_unserialisable(event: Any, context: Any) -> Any:
 
 def exits(event: Any, context: Any) -> None:
     raise SystemExit(3)
+
+
+def record_sink(event: dict[str, Any], context: Any) -> str:
+    """The target of a function: destination. The record is the event; the original payload says where to write."""
+    original = json.loads(event["requestPayload"])
+    with open(original["sink_file"], "a") as fh:
+        fh.write(json.dumps(event) + "\n")
+    return event["requestContext"]["requestId"]

@@ -12,7 +12,7 @@ from taskservice.ledger import Ledger, Status
 from taskservice.ledger.manager import utcnow
 from taskservice.ledger.records import Claim, Invocation
 from taskservice.submission import Submitter
-from workers.sandbox import Job, Outcome, run_isolated
+from workers.sandbox import Job, Outcome, preload_module, run_isolated
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,12 @@ class _AttemptHooks:
         return {"invocationId": child.invocation_id, "requestId": child.request_id, "function": child.function,
                 "status": child.status.value}
 
-    def flush(self) -> Status | None:
+    def flush_logs(self) -> None:
         self.runner.ledger.append_logs(self.pk, self.attempt, self.logs)
         self.logs = []
+
+    def flush(self) -> Status | None:
+        self.flush_logs()
         status = self.runner.ledger.heartbeat(self.pk, self.attempt, self.runner.lease_s, progress=self.progress)
         self.progress = None
         now = time.monotonic()
@@ -107,6 +110,7 @@ class Runner:
         job = Job(handler=function.handler, payload=invocation.payload, request_id=invocation.request_id,
                   invocation_id=invocation.invocation_id, function=function.name, attempt=claim.attempt,
                   timeout_s=function.timeout_s)
+        preload_module(function.handler)
         hooks = _AttemptHooks(self, claim)
         outcome = run_isolated(job, hooks)
         if outcome.kind == "abandoned":
@@ -115,7 +119,7 @@ class Runner:
             # The invocation keeps only the latest error; the log keeps every attempt's, traceback included.
             hooks.logs.append((utcnow(), "ERROR", f"[taskservice] attempt {claim.attempt} ended {outcome.kind}: "
                                                    f"{outcome.error_type}: {outcome.error}"))
-        hooks.flush()
+        hooks.flush_logs()  # the outcome's own transaction ends the lease: no last heartbeat needed
         return self._persist(claim, outcome)
 
     def _persist(self, claim: Claim, outcome: Outcome) -> str:

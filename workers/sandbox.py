@@ -65,6 +65,18 @@ def load_handler(ref: str) -> Callable[[Any, Context], Any]:
     return target  # type: ignore[no-any-return]
 
 
+def preload_module(ref: str) -> None:
+    """Import the handler's module in the worker process, once, so every forked attempt inherits it instead of
+    importing it again. A module that fails to import here is left to the attempt, which reports it as Invalid."""
+    module_name = ref.partition(":")[0]
+    if module_name in sys.modules:
+        return
+    try:
+        importlib.import_module(module_name)
+    except Exception:  # the forked attempt imports it again and turns the error into an Invalid outcome
+        sys.modules.pop(module_name, None)
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL the handler, its process group and any descendant that left the group (setsid'd children)."""
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from taskservice.api.dead_letters import dead_letters_api
 from taskservice.api.errors import register_error_handlers
 from taskservice.api.functions import functions_api
 from taskservice.api.health import health_api
@@ -13,4 +14,5 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(health_api)
     app.register_blueprint(functions_api)
     app.register_blueprint(invocations_api)
+    app.register_blueprint(dead_letters_api)
     register_error_handlers(app)

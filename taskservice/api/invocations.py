@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from taskservice.api.requests import int_arg, json_body, time_arg
-from taskservice.api.views import invocation_view, log_view, submitted_view, transition_view
+from taskservice.api.views import delivery_view, invocation_view, log_view, submitted_view, transition_view
 from taskservice.errors import InvalidQuery
 from taskservice.ledger import Status
 from taskservice.ledger.queries import InvocationFilter
@@ -33,7 +33,17 @@ def get_invocation(name: str, invocation_id: str) -> Response:
     invocation = ledger.get_invocation(check_function_name(name), check_invocation_id(invocation_id))
     view = invocation_view(invocation)
     view["transitions"] = [transition_view(t) for t in ledger.transitions(invocation.pk)]
+    outbox = current_app.extensions["taskservice"].outbox
+    view["destinations"] = [delivery_view(d) for d in outbox.for_invocation(invocation.pk)]
     return jsonify(view)
+
+
+@invocations_api.post("/functions/<name>/invocations/<invocation_id>/stop")
+def stop(name: str, invocation_id: str) -> tuple[Response, int]:
+    """Stop is a ledger state: it takes effect even while no worker is running."""
+    ledger = current_app.extensions["taskservice"].ledger
+    invocation = ledger.get_invocation(check_function_name(name), check_invocation_id(invocation_id))
+    return jsonify(invocation_view(ledger.request_stop(invocation.pk))), 202
 
 
 @invocations_api.get("/functions/<name>/invocations/<invocation_id>/logs")

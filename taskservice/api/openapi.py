@@ -29,6 +29,13 @@ _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "str
 _ID = {"name": "invocation_id", "in": "path", "required": True,
        "schema": {"type": "string", "pattern": INVOCATION_ID.pattern}}
 _NULLABLE_STR = {"type": ["string", "null"]}
+_DELIVERY = {"type": "object", "properties": {
+    "destination": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+    "attempts": {"type": "integer"}, "lastError": {"type": ["string", "null"]},
+    "deliveredAt": {"type": ["string", "null"], "format": "date-time"}, "condition": {"type": "string"}}}
+_RECORD = {"type": "object", "description": "a destination record in Function Compute's format", "properties": {
+    "timestamp": {"type": "integer"}, "requestContext": {"type": "object"}, "requestPayload": {"type": "string"},
+    "responseContext": {"type": "object"}, "responsePayload": {"type": "string"}}}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 
@@ -66,7 +73,8 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
                                      for k in ("invocationId", "requestId", "function", "status")}},
         "InvocationSummary": invocation_summary,
         "Invocation": {"allOf": [invocation_summary, {"type": "object", "properties": {
-            "payload": {}, "transitions": {"type": "array", "items": {"type": "object", "properties": {
+            "payload": {}, "destinations": {"type": "array", "items": _DELIVERY},
+            "transitions": {"type": "array", "items": {"type": "object", "properties": {
                 "from": {"type": ["string", "null"]}, "to": {"type": "string"}, "attempt": {"type": "integer"},
                 "reason": {"type": "string"}, "at": {"type": "string", "format": "date-time"}}}}}}]},
         "LogLine": {"type": "object", "properties": {"attempt": {"type": "integer"}, "at": {"type": "string"},
@@ -100,6 +108,12 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
         "/v1/functions/{name}/invocations/{invocation_id}": {"parameters": [_NAME, _ID], "get": {
             "summary": "Read one invocation with its transitions",
             "responses": {"200": _json(_ref("Invocation"), "OK"), **_errors(400, 404)}}},
+        "/v1/functions/{name}/invocations/{invocation_id}/stop": {"parameters": [_NAME, _ID], "post": {
+            "summary": "Stop: a waiting invocation ends Stopped at once, a running one goes Stopping → Stopped",
+            "responses": {"202": _json(_ref("InvocationSummary"), "stop recorded"),
+                          "409": {"description": "already ended",
+                                  "content": {"application/json": {"schema": _ERROR}}},
+                          **_errors(400, 404)}}},
         "/v1/functions/{name}/invocations/{invocation_id}/logs": {"parameters": [_NAME, _ID], "get": {
             "summary": "The invocation's log lines, oldest first",
             "parameters": [{"name": "attempt", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
@@ -121,6 +135,24 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
             ],
             "responses": {"200": _json({"type": "object", "properties": {
                 "items": {"type": "array", "items": _ref("InvocationSummary")},
+                "next_cursor": {"type": ["string", "null"]}}}, "OK"), **_errors(400)}}},
+        "/v1/dead-letters": {"get": {
+            "summary": "Failure records, newest first",
+            "parameters": [
+                {"name": "function", "in": "query", "schema": {"type": "string", "pattern": FUNCTION_NAME.pattern}},
+                {"name": "condition", "in": "query", "schema": {"type": "string", "enum": [
+                    "RetriesExhausted", "EventAgeExceeded", "Stopped", "Invalid"]}},
+                {"name": "since", "in": "query", "schema": {"type": "string"}},
+                {"name": "until", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "items": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "function": {"type": "string"}, "invocationId": {"type": "string"},
+                    "requestId": {"type": "string"}, "condition": {"type": "string"},
+                    "errorType": {"type": ["string", "null"]}, "createdAt": {"type": "string"},
+                    "record": _RECORD}}},
                 "next_cursor": {"type": ["string", "null"]}}}, "OK"), **_errors(400)}}},
     }
     schemas.update(config_schema.pop("$defs", {}))

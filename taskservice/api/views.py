@@ -5,7 +5,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from taskservice.ledger.records import Function, Invocation, LogLine, Transition
+from taskservice.ledger.outbox import Delivery
+from taskservice.ledger.records import DeadLetter, Function, Invocation, LogLine, Transition
 
 
 def iso(value: datetime | None) -> str | None:
@@ -51,6 +52,17 @@ def invocation_view(inv: Invocation, *, payload: bool = True) -> dict[str, Any]:
     if payload:
         view["payload"] = _decoded(inv.payload)
     return view
+
+
+def delivery_view(d: Delivery) -> dict[str, Any]:
+    return {"destination": d.destination, "status": d.status, "attempts": d.attempts, "lastError": d.last_error,
+            "deliveredAt": iso(d.delivered_at), "condition": d.condition}
+
+
+def dead_letter_view(d: DeadLetter) -> dict[str, Any]:
+    return {"id": d.id, "function": d.function, "invocationId": d.invocation_id, "requestId": d.request_id,
+            "condition": d.condition, "errorType": d.error_type, "createdAt": iso(d.created_at),
+            "record": json.loads(d.record)}
 
 
 def transition_view(t: Transition) -> dict[str, Any]:

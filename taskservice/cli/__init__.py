@@ -6,7 +6,8 @@ import os
 import click
 
 from taskservice.cli.client_commands import functions, invoke, tasks
-from taskservice.cli.server_commands import api, dev, migrate, worker
+from taskservice.cli.destination_commands import destinations, dlq
+from taskservice.cli.server_commands import api, dev, migrate, relay, worker
 from taskservice.client import DEFAULT_API_URL
 
 
@@ -26,7 +27,7 @@ def cli(ctx: click.Context, api_url: str) -> None:
     ctx.obj = {"api_url": api_url, "token": os.environ.get("TASKSERVICE_TOKEN")}
 
 
-for command in (dev, api, worker, migrate, functions, invoke, tasks):
+for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, destinations, dlq):
     cli.add_command(command)
 
 

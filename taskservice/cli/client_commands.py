@@ -208,6 +208,9 @@ def show(ctx: click.Context, function: str, invocation_id: str, as_json: bool) -
         click.echo("result    " + _compact(inv["result"]))
     if inv["error"]:
         click.echo(f"error     {inv['errorType']}: {inv['error']}")
+    for d in inv.get("destinations", []):
+        extra = f", last error: {d['lastError']}" if d["lastError"] else ""
+        click.echo(f"record    → {d['destination']}: {d['status']} after {d['attempts']} attempt(s){extra}")
     click.echo("timeline")
     for t in inv["transitions"]:
         click.echo(f"  {t['at']}  {t['from'] or '∅':>9} → {status_text(t['to']):<9}  #{t['attempt']}  {t['reason']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -103,19 +104,23 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the embedded ledger, broker and objects live (default ./var).")
 def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
-    """API, console and worker in one command, on the embedded default unless TASKSERVICE_* says otherwise."""
+    """API, worker and relay in one command, on the embedded default unless TASKSERVICE_* says otherwise."""
     from taskservice import create_app
     from taskservice.api.server import serve_dev
 
     settings = load_settings(api_port=port, data_dir=data_dir)
     revision = _migrate(settings)
     env = {**os.environ, **settings.to_env()}
-    worker_cmd = [sys.executable, "-m", "taskservice.cli", "worker", "--concurrency", str(concurrency),
-                  "--loglevel", "WARNING"]
-    worker_proc = subprocess.Popen(worker_cmd, env=env, start_new_session=True)
+    me = [sys.executable, "-m", "taskservice.cli"]
+    children = {
+        "worker": subprocess.Popen([*me, "worker", "--concurrency", str(concurrency), "--loglevel", "WARNING"],
+                                   env=env, start_new_session=True),
+        "relay": subprocess.Popen([*me, "relay", "--loglevel", "WARNING"], env=env, start_new_session=True),
+    }
     signal.signal(signal.SIGTERM, _raise_interrupt)
     stopping = threading.Event()
-    threading.Thread(target=_exit_when_worker_dies, args=(worker_proc, stopping), daemon=True).start()
+    for name, proc in children.items():
+        threading.Thread(target=_exit_when_child_dies, args=(name, proc, stopping), daemon=True).start()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = create_app(settings)
 
@@ -128,7 +133,8 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
         embedded = settings.resolved_broker_url.startswith("filesystem")
         click.echo(f"  broker    {_redact(settings.resolved_broker_url)}"
                    + (f" in {settings.embedded_broker_dir}" if embedded else ""))
-        click.echo(f"  workers   {concurrency} handler process(es), pid {worker_proc.pid}")
+        click.echo(f"  workers   {concurrency} handler process(es), pid {children['worker'].pid}")
+        click.echo(f"  relay     delivering destination records, pid {children['relay'].pid}")
         click.echo("  open mode: no authentication, bound to 127.0.0.1 only. Ctrl-C stops everything.")
         click.echo(f"  try:      TASKSERVICE_API_URL={base} taskservice functions deploy demo "
                    "--handler workers.handlers.sleep:handler")
@@ -139,16 +145,38 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
         click.echo("stopping…")
     finally:
         stopping.set()
-        _stop_group(worker_proc)
-    if worker_proc.returncode not in (0, -signal.SIGTERM, None):
-        raise click.ClickException(f"the worker exited with status {worker_proc.returncode}; see its output above")
+        for proc in children.values():
+            _stop_group(proc)
+    for name, proc in children.items():
+        if proc.returncode not in (0, -signal.SIGTERM, None):
+            raise click.ClickException(f"the {name} exited with status {proc.returncode}; see its output above")
 
 
-def _exit_when_worker_dies(proc: subprocess.Popen[bytes], stopping: threading.Event) -> None:
+@click.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def relay(loglevel: str) -> None:
+    """Deliver destination records from the outbox (at least once, with backoff). Run as many as you like."""
+    from taskservice.services import Services, build_relay
+
+    settings = load_settings()
+    _require_current_schema(settings)
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s: %(levelname)s/relay] %(message)s")
+    services = Services.build(settings)
+    the_relay = build_relay(services, f"{socket.gethostname()}:{os.getpid()}")
+    signal.signal(signal.SIGTERM, lambda *_: the_relay.stop())
+    try:
+        the_relay.run_forever()
+    except KeyboardInterrupt:
+        the_relay.stop()
+    finally:
+        services.close()
+
+
+def _exit_when_child_dies(name: str, proc: subprocess.Popen[bytes], stopping: threading.Event) -> None:
     proc.wait()
     if stopping.is_set():
         return
-    click.echo(f"the worker (pid {proc.pid}) exited with status {proc.returncode}; stopping", err=True)
+    click.echo(f"the {name} (pid {proc.pid}) exited with status {proc.returncode}; stopping", err=True)
     os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -7,6 +7,7 @@ all in one transaction.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -16,11 +17,18 @@ from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, up
 from sqlalchemy.exc import IntegrityError
 
 from taskservice.errors import DuplicateInvocation, FunctionNotFound
-from taskservice.ledger.models import FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
+from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
+from taskservice.ledger.outbox import record_outcome
 from taskservice.ledger.queries import LedgerQueries
 from taskservice.ledger.records import Claim, Function, Invocation
 from taskservice.ledger.states import TERMINAL, WAITING, Status, check_transition
 from taskservice.specs import FunctionConfig
+
+_FUNCTION_COLUMNS = [column.label(f"fn_{column.name}") for column in FUNCTIONS.c]
+# Built once: the hot path of every submission binds parameters instead of compiling a statement per call.
+_INSERT_INVOCATION = insert(INVOCATIONS).returning(INVOCATIONS.c.id)
+_INSERT_TRANSITION = insert(TRANSITIONS)
+FUNCTION_CACHE_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -41,6 +49,7 @@ class Ledger(LedgerQueries):
     def __init__(self, engine: Engine, *, max_log_lines: int = 10_000) -> None:
         super().__init__(engine)
         self.max_log_lines = max_log_lines
+        self._functions_seen: dict[str, float] = {}
 
     # --- functions ------------------------------------------------------------------------------------------------
     def put_function(self, name: str, config: FunctionConfig) -> tuple[Function, bool]:
@@ -56,6 +65,7 @@ class Ledger(LedgerQueries):
         return Function.from_row(row), not updated
 
     def delete_function(self, name: str) -> None:
+        self._functions_seen.pop(name, None)
         with self.engine.begin() as conn:
             if not conn.execute(delete(FUNCTIONS).where(FUNCTIONS.c.name == name)).rowcount:
                 raise FunctionNotFound(f"function {name!r} does not exist")
@@ -66,15 +76,14 @@ class Ledger(LedgerQueries):
         now = utcnow()
         try:
             with self.engine.begin() as conn:
-                if conn.execute(select(FUNCTIONS.c.name).where(FUNCTIONS.c.name == function)).first() is None:
-                    raise FunctionNotFound(f"function {function!r} does not exist")
-                row = conn.execute(insert(INVOCATIONS).values(
-                    function=function, invocation_id=invocation_id, request_id=request_id, status=Status.ENQUEUED,
-                    payload=payload, attempts=0, log_lines=0, created_at=now, updated_at=now, dispatched_at=now,
-                ).returning(*INVOCATIONS.c)).one()
-                conn.execute(insert(TRANSITIONS).values(invocation_pk=row.id, from_status=None,
-                                                        to_status=Status.ENQUEUED, attempt=0, reason="submitted",
-                                                        at=now))
+                self._require_function(conn, function)
+                pk = conn.execute(_INSERT_INVOCATION, {
+                    "function": function, "invocation_id": invocation_id, "request_id": request_id,
+                    "status": Status.ENQUEUED, "payload": payload, "attempts": 0, "log_lines": 0, "created_at": now,
+                    "updated_at": now, "dispatched_at": now}).scalar_one()
+                conn.execute(_INSERT_TRANSITION, {"invocation_pk": pk, "from_status": None,
+                                                  "to_status": Status.ENQUEUED, "attempt": 0, "reason": "submitted",
+                                                  "at": now})
         except IntegrityError:
             existing = self.find_invocation(function, invocation_id)
             if existing is None:  # the unique index fired on something else: not a duplicate, re-raise
@@ -82,7 +91,21 @@ class Ledger(LedgerQueries):
             raise DuplicateInvocation(
                 f"invocation {invocation_id!r} of function {function!r} already exists ({existing.status.value})",
                 existing={"pk": existing.pk}) from None
-        return Invocation.from_row(row)
+        return Invocation(pk=pk, function=function, invocation_id=invocation_id, request_id=request_id,
+                          status=Status.ENQUEUED, payload=payload, result=None, error=None, error_type=None,
+                          condition=None, attempts=0, created_at=now, started_at=None, finished_at=None,
+                          not_before=None, lease_expires_at=None, heartbeat_at=None, worker=None,
+                          progress_percent=None, progress_message=None, log_lines=0)
+
+    def _require_function(self, conn: Connection, function: str) -> None:
+        """404 for an unknown function. A function seen in the last few seconds is not looked up again: a
+        submission racing a delete is caught at claim time, where the invocation ends Invalid."""
+        if self._functions_seen.get(function, 0.0) > time.monotonic():
+            return
+        if conn.execute(select(FUNCTIONS.c.name).where(FUNCTIONS.c.name == function)).first() is None:
+            self._functions_seen.pop(function, None)
+            raise FunctionNotFound(f"function {function!r} does not exist")
+        self._functions_seen[function] = time.monotonic() + FUNCTION_CACHE_S
 
     def mark_undispatched(self, pks: Sequence[int]) -> None:
         """Flag invocations whose doorbell could not be published, so the reaper rings it as soon as it can."""
@@ -93,17 +116,21 @@ class Ledger(LedgerQueries):
 
     # --- the one status writer ------------------------------------------------------------------------------------
     def _move(self, conn: Connection, pk: int, target: Status, *, reason: str, expect: Iterable[Status] | None = None,
-              attempt: int | None = None, **values: Any) -> Invocation | None:
+              attempt: int | None = None, known: tuple[Status, int] | None = None, **values: Any
+              ) -> Invocation | None:
         """Move one invocation to `target` if the state machine allows it; None when it is not in an expected state.
 
         `attempt`, when given, must equal the row's attempt count: a worker whose lease was taken over cannot write
-        the outcome of an attempt that is no longer current.
+        the outcome of an attempt that is no longer current. `known` = (status, attempts) the caller already read
+        or owns saves a round trip; the conditional UPDATE still refuses if the row has moved since.
         """
-        current = conn.execute(select(INVOCATIONS.c.status, INVOCATIONS.c.attempts)
-                               .where(INVOCATIONS.c.id == pk)).first()
-        if current is None:
-            return None
-        status, attempts = Status(current.status), current.attempts
+        if known is None:
+            current = conn.execute(select(INVOCATIONS.c.status, INVOCATIONS.c.attempts)
+                                   .where(INVOCATIONS.c.id == pk)).first()
+            if current is None:
+                return None
+            known = (Status(current.status), current.attempts)
+        status, attempts = known
         if (expect is not None and status not in set(expect)) or (attempt is not None and attempts != attempt):
             return None
         check_transition(status, target)
@@ -120,6 +147,8 @@ class Ledger(LedgerQueries):
             return None
         conn.execute(insert(TRANSITIONS).values(invocation_pk=pk, from_status=status, to_status=target,
                                                 attempt=row.attempts, reason=reason[:1024], at=now))
+        if target in TERMINAL:
+            record_outcome(conn, row)  # outbox and dead letter commit with the transition, or not at all
         return Invocation.from_row(row)
 
     # --- worker side ----------------------------------------------------------------------------------------------
@@ -128,24 +157,26 @@ class Ledger(LedgerQueries):
         invalid) or must wait (not_before, concurrency); None when there is nothing to do (duplicate delivery)."""
         now = utcnow()
         with self.engine.begin() as conn:
-            row = conn.execute(select(INVOCATIONS, FUNCTIONS.c.name.label("fn_name"))
+            row = conn.execute(select(INVOCATIONS, *_FUNCTION_COLUMNS)
                                .outerjoin(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
                                .where(INVOCATIONS.c.id == pk)).first()
             if row is None or Status(row.status) not in WAITING:
                 return None
+            known = (Status(row.status), row.attempts)
             if row.fn_name is None:
                 return self._move(conn, pk, Status.INVALID, reason="function deleted", condition="Invalid",
-                                  error_type="FunctionNotFound", error=f"function {row.function!r} no longer exists")
-            fn = Function.from_row(conn.execute(select(FUNCTIONS).where(FUNCTIONS.c.name == row.function)).one())
+                                  known=known, error_type="FunctionNotFound",
+                                  error=f"function {row.function!r} no longer exists")
+            fn = Function(**{name: row._mapping[f"fn_{name}"] for name in Function.__dataclass_fields__})
             if now - row.created_at > timedelta(seconds=fn.max_event_age_s):
                 return self._move(conn, pk, Status.EXPIRED, reason="max event age exceeded before start",
-                                  condition="EventAgeExceeded", error_type="EventAgeExceeded",
+                                  known=known, condition="EventAgeExceeded", error_type="EventAgeExceeded",
                                   error=f"waited longer than max_event_age_s={fn.max_event_age_s}")
             if row.not_before is not None and row.not_before > now:
                 return Invocation.from_row(row)
             if fn.concurrency is not None and self._running_count(conn, fn.name) >= fn.concurrency:
                 return Invocation.from_row(row)
-            moved = self._move(conn, pk, Status.RUNNING, reason=f"claimed by {worker}", expect=WAITING,
+            moved = self._move(conn, pk, Status.RUNNING, reason=f"claimed by {worker}", known=known,
                                attempts=INVOCATIONS.c.attempts + 1, worker=worker, started_at=now, heartbeat_at=now,
                                lease_expires_at=now + timedelta(seconds=lease_s), not_before=None,
                                progress_percent=None, progress_message=None)
@@ -193,9 +224,9 @@ class Ledger(LedgerQueries):
 
     def succeed(self, pk: int, attempt: int, result: Any) -> Invocation | None:
         with self.engine.begin() as conn:
-            return self._move(conn, pk, Status.SUCCEEDED, reason="handler returned", expect={Status.RUNNING},
-                              attempt=attempt, result=json.dumps(result), error=None, error_type=None, condition="",
-                              progress_percent=100.0)
+            text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+            return self._move(conn, pk, Status.SUCCEEDED, reason="handler returned", known=(Status.RUNNING, attempt),
+                              result=text, error=None, error_type=None, condition="", progress_percent=100.0)
 
     def fail(self, pk: int, attempt: int, *, error_type: str, error: str, max_retries: int, retry_delay_s: float,
              reason: str = "handler failed") -> Invocation | None:
@@ -203,16 +234,34 @@ class Ledger(LedgerQueries):
         now = utcnow()
         with self.engine.begin() as conn:
             if attempt <= max_retries:
-                return self._move(conn, pk, Status.RETRYING, reason=f"{reason}: {error_type}", expect={Status.RUNNING},
-                                  attempt=attempt, error_type=error_type, error=error, lease_expires_at=None,
-                                  not_before=now + timedelta(seconds=retry_delay_s), dispatched_at=now)
-            return self._move(conn, pk, Status.FAILED, reason=f"{reason}: {error_type}", expect={Status.RUNNING},
-                              attempt=attempt, error_type=error_type, error=error, condition="RetriesExhausted")
+                return self._move(conn, pk, Status.RETRYING, reason=f"{reason}: {error_type}",
+                                  known=(Status.RUNNING, attempt), error_type=error_type, error=error,
+                                  lease_expires_at=None, not_before=now + timedelta(seconds=retry_delay_s),
+                                  dispatched_at=now)
+            return self._move(conn, pk, Status.FAILED, reason=f"{reason}: {error_type}",
+                              known=(Status.RUNNING, attempt), error_type=error_type, error=error,
+                              condition="RetriesExhausted")
 
     def invalidate(self, pk: int, attempt: int, *, error_type: str, error: str) -> Invocation | None:
         with self.engine.begin() as conn:
-            return self._move(conn, pk, Status.INVALID, reason=f"cannot run: {error_type}", expect={Status.RUNNING},
-                              attempt=attempt, error_type=error_type, error=error, condition="Invalid")
+            return self._move(conn, pk, Status.INVALID, reason=f"cannot run: {error_type}",
+                              known=(Status.RUNNING, attempt), error_type=error_type, error=error, condition="Invalid")
+
+    def request_stop(self, pk: int) -> Invocation:
+        """Durable stop: a waiting invocation ends Stopped at once (it never runs); a running one becomes Stopping and
+        its worker's watchdog kills the handler. Works with no worker online. IllegalTransition when terminal."""
+        with self.engine.begin() as conn:
+            current = conn.execute(select(INVOCATIONS.c.status).where(INVOCATIONS.c.id == pk)).scalar_one()
+            status = Status(current)
+            if status in WAITING:
+                moved = self._move(conn, pk, Status.STOPPED, reason="stopped before it started", expect=WAITING,
+                                   condition="Stopped", error_type="Stopped", error="stopped on request")
+            else:
+                check_transition(status, Status.STOPPING)
+                moved = self._move(conn, pk, Status.STOPPING, reason="stop requested", expect={Status.RUNNING})
+        if moved is None:  # it moved under us (started or ended): look again
+            return self.request_stop(pk)
+        return moved
 
     def stopped(self, pk: int, attempt: int) -> Invocation | None:
         """The worker killed a Stopping attempt: it ends Stopped."""
@@ -280,9 +329,13 @@ class Ledger(LedgerQueries):
         with self.engine.begin() as conn:
             old = select(INVOCATIONS.c.id).where(INVOCATIONS.c.status.in_(TERMINAL),
                                                  INVOCATIONS.c.finished_at < now - timedelta(seconds=retention_s))
-            old_ids = [r.id for r in conn.execute(old.limit(batch))]
+            old_ids = [r.id for r in conn.execute(old.order_by(INVOCATIONS.c.id).limit(batch))]
             if old_ids:
                 for table in (TRANSITIONS, LOGS):
                     conn.execute(delete(table).where(table.c.invocation_pk.in_(old_ids)))
+                # Records still waiting for delivery outlive their invocation; delivered ones and dead letters go.
+                conn.execute(delete(DELIVERIES).where(DELIVERIES.c.invocation_pk.in_(old_ids),
+                                                      DELIVERIES.c.status != "pending"))
+                conn.execute(delete(DEAD_LETTERS).where(DEAD_LETTERS.c.invocation_pk.in_(old_ids)))
                 report.purged = conn.execute(delete(INVOCATIONS).where(INVOCATIONS.c.id.in_(old_ids))).rowcount
         return report

@@ -133,8 +133,52 @@ class LogLineRow(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
+class DeliveryRow(Base):
+    """Transactional outbox: written with the terminal transition, delivered by the relay at least once."""
+
+    __tablename__ = "destination_deliveries"
+    __table_args__ = (Index("ix_destination_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    invocation_pk: Mapped[int | None] = mapped_column(BigId, index=True)
+    function: Mapped[str] = mapped_column(String(64))
+    invocation_id: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(36))
+    destination: Mapped[str] = mapped_column(String(2048))
+    condition: Mapped[str] = mapped_column(String(32))
+    record: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(256))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeadLetterRow(Base):
+    """Every failure record, kept for the console and replay whether or not a failure destination is set."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_function_id", "function", "id"),
+                      Index("ix_dead_letters_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    invocation_pk: Mapped[int | None] = mapped_column(BigId, index=True)
+    function: Mapped[str] = mapped_column(String(64))
+    invocation_id: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(36))
+    condition: Mapped[str] = mapped_column(String(32), index=True)
+    error_type: Mapped[str | None] = mapped_column(String(128))
+    record: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # Core table handles for the ledger's set-based statements (conditional UPDATEs, bulk inserts).
 FUNCTIONS = cast(Table, FunctionRow.__table__)
 INVOCATIONS = cast(Table, InvocationRow.__table__)
 TRANSITIONS = cast(Table, TransitionRow.__table__)
 LOGS = cast(Table, LogLineRow.__table__)
+DELIVERIES = cast(Table, DeliveryRow.__table__)
+DEAD_LETTERS = cast(Table, DeadLetterRow.__table__)

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 
 from taskservice.errors import FunctionNotFound, InvalidQuery, InvocationNotFound
-from taskservice.ledger.models import FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
-from taskservice.ledger.records import Function, Invocation, LogLine, Page, Transition
+from taskservice.ledger.models import DEAD_LETTERS, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
+from taskservice.ledger.records import DeadLetter, Function, Invocation, LogLine, Page, Transition
 from taskservice.ledger.states import Status
 
 
@@ -90,6 +90,26 @@ class LedgerQueries:
             rows = conn.execute(query).all()
         items = [Invocation.from_row(r) for r in rows[:limit]]
         return Page(items=items, next_cursor=encode_cursor(items[-1].pk) if len(rows) > limit else None)
+
+    def list_dead_letters(self, *, function: str | None = None, condition: str | None = None,
+                          since: datetime | None = None, until: datetime | None = None, limit: int = 50,
+                          cursor: str | None = None) -> tuple[list[DeadLetter], str | None]:
+        """Failure records, newest first, with the same keyset pagination as invocations."""
+        query = select(DEAD_LETTERS).order_by(DEAD_LETTERS.c.id.desc()).limit(limit + 1)
+        if function:
+            query = query.where(DEAD_LETTERS.c.function == function)
+        if condition:
+            query = query.where(DEAD_LETTERS.c.condition == condition)
+        if since:
+            query = query.where(DEAD_LETTERS.c.created_at >= since)
+        if until:
+            query = query.where(DEAD_LETTERS.c.created_at < until)
+        if cursor:
+            query = query.where(DEAD_LETTERS.c.id < decode_cursor(cursor))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        items = [DeadLetter.from_row(r) for r in rows[:limit]]
+        return items, encode_cursor(items[-1].id) if len(rows) > limit else None
 
     def transitions(self, pk: int) -> list[Transition]:
         with self.engine.connect() as conn:

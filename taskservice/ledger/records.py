@@ -87,6 +87,22 @@ class LogLine:
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    function: str
+    invocation_id: str
+    request_id: str
+    condition: str
+    error_type: str | None
+    record: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> DeadLetter:
+        return cls(**{name: row._mapping[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Invocation]
     next_cursor: str | None

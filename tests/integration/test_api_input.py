@@ -147,3 +147,26 @@ def test_reads_of_unknown_things_are_404(app_client: FlaskClient, noop: str) -> 
     assert app_client.delete("/v1/functions/nope_fn").status_code == 404
     assert error_of(app_client.get("/v1/nowhere"))["code"] == "NotFound"
     assert app_client.delete("/v1/invocations").status_code == 405
+
+
+@pytest.mark.parametrize("query,code", [
+    ("condition=Boom", "InvalidQuery"), ("limit=0", "InvalidQuery"), ("function=9x", "InvalidName"),
+    ("since=never", "InvalidQuery"), ("cursor=%%%", "InvalidQuery"),
+])
+def test_bad_dead_letter_queries_are_400(app_client: FlaskClient, query: str, code: str) -> None:
+    response = app_client.get(f"/v1/dead-letters?{query}")
+    assert response.status_code == 400
+    assert error_of(response)["code"] == code
+
+
+def test_stop_of_an_ended_or_unknown_invocation(app_client: FlaskClient, services: Services, noop: str) -> None:
+    assert app_client.post(f"/v1/functions/{noop}/invocations/nope/stop").status_code == 404
+    # Straight into the ledger with no doorbell: no worker can start it before the stop arrives.
+    inv = services.ledger.create_invocation(noop, "stop_twice", f"req-{noop}", "{}")
+    first = app_client.post(f"/v1/functions/{noop}/invocations/stop_twice/stop")
+    assert first.status_code == 202 and first.get_json()["status"] == "Stopped"
+    before = ledger_counts(services)
+    again = app_client.post(f"/v1/functions/{noop}/invocations/stop_twice/stop")
+    assert again.status_code == 409 and error_of(again)["code"] == "IllegalTransition"
+    assert ledger_counts(services) == before
+    assert services.ledger.get_by_pk(inv.pk).status.value == "Stopped"

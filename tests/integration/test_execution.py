@@ -1,6 +1,7 @@
 """End to end through a real worker process: success, retries, timeout, expiry, invalid handlers, logs, fan-out."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,8 @@ def test_fan_out_children_go_through_the_submission_path(app_client: FlaskClient
     inv = wait_for_status(services, fn_name, iid, {"Succeeded"})
     for n in range(3):
         kid = wait_for_status(services, child, f"parent-{n}", {"Succeeded"})
-        assert kid.result == f'{{"n": {n}}}'
-    assert inv.result == '["parent-0", "parent-1", "parent-2"]'
+        assert json.loads(kid.result) == {"n": n}
+    assert json.loads(inv.result) == ["parent-0", "parent-1", "parent-2"]
 
 
 def test_concurrency_limit_holds(app_client: FlaskClient, services: Services, shared_worker: WorkerProcess,

@@ -1,0 +1,42 @@
+"""The destination record, field for field as Function Compute posts it, so consumers written for FC keep working.
+
+statusCode is 200 when the handler answered (returned, or raised: functionError "Unhandled"); 500 when the platform
+ended the invocation (Timeout, WorkerLost, ProcessExited, Stopped, EventAgeExceeded, Invalid), whose name is then in
+functionError.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+FUNCTION_ARN = "acs:fc:local:taskservice:functions/{function}"
+PLATFORM_ERRORS = frozenset({"Timeout", "WorkerLost", "ProcessExited", "ResultNotSerializable"})
+CONDITION_ERRORS = {"EventAgeExceeded": "EventAgeExceeded", "Stopped": "Stopped", "Invalid": "Invalid"}
+
+
+def function_error(condition: str, error_type: str | None) -> str:
+    if condition == "":
+        return ""
+    if condition in CONDITION_ERRORS:
+        return CONDITION_ERRORS[condition]
+    return error_type if error_type in PLATFORM_ERRORS else "Unhandled"
+
+
+def build_record(*, function: str, request_id: str, condition: str, attempts: int, payload: str, result: str | None,
+                 error_type: str | None, error: str | None, finished_at: datetime) -> dict[str, Any]:
+    fn_error = function_error(condition, error_type)
+    if condition == "":
+        response = result if result is not None else "null"
+    else:
+        first_line = (error or "").splitlines()[0] if error else ""
+        response = json.dumps({"errorMessage": first_line, "errorType": error_type or fn_error})
+    return {
+        "timestamp": int(finished_at.timestamp() * 1000),
+        "requestContext": {"requestId": request_id, "functionArn": FUNCTION_ARN.format(function=function),
+                           "condition": condition, "approximateInvokeCount": attempts},
+        "requestPayload": payload,
+        "responseContext": {"statusCode": 200 if fn_error in ("", "Unhandled") else 500,
+                            "functionError": fn_error},
+        "responsePayload": response,
+    }

@@ -1,0 +1,152 @@
+"""The relay under failure: killed mid-delivery, and destinations that are down for a while."""
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from taskservice import create_app, migrate
+from taskservice.ledger.outbox import DELIVERED, PENDING
+from taskservice.services import Services
+from tests.conftest import RELAY_FAST, Backend, RelayProcess, deploy, postgres_backend
+from tests.integration.test_destinations_contract import drain_queue
+from tests.kafka_broker import KafkaBroker
+
+REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "relay-duplicates.txt"
+
+
+def finish_invocations(services: Services, function: str, count: int) -> list[str]:
+    """Drive `count` invocations to Succeeded through the ledger itself (no broker needed), so their records wait
+    in the outbox. Returns their request ids."""
+    request_ids = []
+    for n in range(count):
+        inv = services.ledger.create_invocation(function, f"bulk_{n}", str(uuid.uuid4()), f'{{"n":{n}}}')
+        claim = services.ledger.claim(inv.pk, "test-driver", 60)
+        assert claim is not None and not isinstance(claim, type(inv))
+        services.ledger.succeed(inv.pk, 1, {"n": n})
+        request_ids.append(inv.request_id)
+    return request_ids
+
+
+def outbox_states(services: Services, request_ids: list[str]) -> Counter[str]:
+    from sqlalchemy import select
+
+    from taskservice.ledger.models import DELIVERIES
+
+    with services.engine.connect() as conn:
+        rows = conn.execute(select(DELIVERIES.c.status).where(DELIVERIES.c.request_id.in_(request_ids))).all()
+    return Counter(r.status for r in rows)
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_relay_killed_mid_delivery_loses_nothing(app_client: FlaskClient, services: Services, backend: Backend,
+                                                 start_relay: Any, fn_name: str) -> None:
+    queue = f"kill_{uuid.uuid4().hex[:10]}"
+    deploy(app_client, fn_name, "workers.handlers.noop:handler", on_success=f"queue:{queue}")
+    request_ids = finish_invocations(services, fn_name, 1000)
+    assert outbox_states(services, request_ids) == Counter({PENDING: 1000})
+    first = start_relay(relay_batch=50)
+    wait_until(lambda: outbox_states(services, request_ids)[DELIVERED] >= 100, 60, "the first deliveries")
+    first.kill()  # SIGKILL mid-stream: claimed batches stay claimed until their lease lapses
+    pending_at_kill = outbox_states(services, request_ids)[PENDING]
+    assert pending_at_kill > 0, "the relay finished before it could be killed; the test proves nothing"
+    start_relay(relay_batch=50)
+    wait_until(lambda: outbox_states(services, request_ids) == Counter({DELIVERED: 1000}), 120, "every delivery")
+    records = drain_queue(backend.settings, queue, 1000, timeout_s=60)
+    seen = Counter(r["requestContext"]["requestId"] for r in records)
+    assert set(seen) == set(request_ids)  # none lost
+    duplicates = sum(seen.values()) - len(seen)
+    REPORT.parent.mkdir(exist_ok=True)
+    with REPORT.open("a") as fh:
+        fh.write(f"{backend.name}: killed with {pending_at_kill} of 1000 pending; {duplicates} duplicate(s)\n")
+    print(f"\n[{backend.name}] relay SIGKILLed with {pending_at_kill}/1000 pending: {duplicates} duplicates")
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """Postgres + RabbitMQ only: these tests stop a real server, which the embedded default does not have."""
+    backend = postgres_backend(tmp_path_factory.mktemp("production"))
+    services = Services.build(backend.settings)
+    migrate.upgrade(services.engine)
+    services.close()
+    yield backend
+    for cleanup in backend.cleanup:
+        cleanup()
+
+
+def _rabbitmq(action: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", action], check=True, capture_output=True, timeout=120)
+
+
+def test_records_wait_while_rabbitmq_is_down(production: Backend, tmp_path: Path) -> None:
+    services = Services.build(production.settings)
+    app = create_app(production.settings).test_client()
+    queue = f"down_{uuid.uuid4().hex[:10]}"
+    deploy(app, "down_fn", "workers.handlers.noop:handler", on_success=f"queue:{queue}")
+    relay = RelayProcess(production, tmp_path / "relay.log", **RELAY_FAST)
+    try:
+        _rabbitmq("stop_app")
+        try:
+            request_ids = finish_invocations(services, "down_fn", 20)
+            wait_until(lambda: _has_errors(services, request_ids), 30, "failed delivery attempts to be recorded")
+            assert outbox_states(services, request_ids) == Counter({PENDING: 20})
+            statuses = {services.ledger.find_invocation("down_fn", f"bulk_{n}").status.value for n in range(20)}
+            assert statuses == {"Succeeded"}  # the invocation's own status does not depend on its destination
+        finally:
+            _rabbitmq("start_app")
+        wait_until(lambda: outbox_states(services, request_ids) == Counter({DELIVERED: 20}), 90, "recovery")
+        records = drain_queue(production.settings, queue, 20)
+        assert {r["requestContext"]["requestId"] for r in records} == set(request_ids)
+    finally:
+        relay.stop()
+        services.close()
+
+
+def test_records_wait_while_kafka_is_down(backend: Backend, services: Services, app_client: FlaskClient,
+                                          start_relay: Any, fn_name: str, tmp_path: Path) -> None:
+    from taskservice.kafka import ensure_topic, tail
+
+    broker = KafkaBroker(log_dir=tmp_path)
+    broker.start()
+    try:
+        topic = f"down_{uuid.uuid4().hex[:10]}"
+        ensure_topic(broker.bootstrap, topic)
+        deploy(app_client, fn_name, "workers.handlers.noop:handler", on_success=f"kafka:{topic}")
+        start_relay(kafka_bootstrap=broker.bootstrap)
+        broker.stop()
+        request_ids = finish_invocations(services, fn_name, 20)
+        wait_until(lambda: _has_errors(services, request_ids), 60, "failed delivery attempts to be recorded")
+        assert outbox_states(services, request_ids)[DELIVERED] == 0
+        broker.start()
+        ensure_topic(broker.bootstrap, topic)  # in-memory broker: the topic went with it
+        wait_until(lambda: outbox_states(services, request_ids) == Counter({DELIVERED: 20}), 90, "recovery")
+        got = {r.key.decode() for r in tail(broker.bootstrap, topic, from_beginning=True, group=None, timeout_s=3)
+               if r.key}
+        assert got == set(request_ids)
+    finally:
+        broker.stop()
+
+
+def _has_errors(services: Services, request_ids: list[str]) -> bool:
+    from sqlalchemy import func, select
+
+    from taskservice.ledger.models import DELIVERIES
+
+    with services.engine.connect() as conn:
+        failed_attempts = conn.execute(select(func.count()).select_from(DELIVERIES).where(
+            DELIVERIES.c.request_id.in_(request_ids), DELIVERIES.c.last_error.is_not(None))).scalar_one()
+    return bool(failed_attempts)
