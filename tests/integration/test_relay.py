@@ -150,3 +150,16 @@ def _has_errors(services: Services, request_ids: list[str]) -> bool:
         failed_attempts = conn.execute(select(func.count()).select_from(DELIVERIES).where(
             DELIVERIES.c.request_id.in_(request_ids), DELIVERIES.c.last_error.is_not(None))).scalar_one()
     return bool(failed_attempts)
+
+
+def test_two_relays_share_the_work_without_double_sending(app_client: FlaskClient, services: Services,
+                                                          backend: Backend, start_relay: Any, fn_name: str) -> None:
+    queue = f"pair_{uuid.uuid4().hex[:10]}"
+    deploy(app_client, fn_name, "workers.handlers.noop:handler", on_success=f"queue:{queue}")
+    request_ids = finish_invocations(services, fn_name, 400)
+    start_relay(relay_batch=20)
+    start_relay(relay_batch=20)
+    wait_until(lambda: outbox_states(services, request_ids) == Counter({DELIVERED: 400}), 120, "every delivery")
+    seen = Counter(r["requestContext"]["requestId"] for r in drain_queue(backend.settings, queue, 400))
+    assert set(seen) == set(request_ids)
+    assert max(seen.values()) == 1  # claims keep two healthy relays off each other's records
