@@ -89,6 +89,11 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         b = Backend("embedded", Settings(data_dir=tmp, **FAST))
     else:
         b = postgres_backend(tmp)
+    yield from migrated(b)
+
+
+def migrated(b: Backend) -> Iterator[Backend]:
+    """Bring the backend's ledger to the newest schema, hand it out, then drop what it created."""
     services = Services.build(b.settings)
     migrate.upgrade(services.engine)
     services.close()
@@ -109,28 +114,25 @@ def app_client(backend: Backend) -> FlaskClient:
     return create_app(backend.settings).test_client()
 
 
-class WorkerProcess:
-    def __init__(self, backend: Backend, concurrency: int, log_path: Path, **overrides: Any) -> None:
+class ServiceProcess:
+    """One `taskservice <command>` in its own session, logging to a file, as production runs it."""
+
+    ready_marks: tuple[bytes, ...] = ()
+
+    def __init__(self, backend: Backend, args: list[str], log_path: Path, **overrides: Any) -> None:
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "taskservice.cli", "worker", "-c", str(concurrency), "--loglevel", "INFO"],
-            cwd=REPO, env=backend.env(**overrides), stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
-            if b"reaper started" in self.log_path.read_bytes() or b"ready." in self.log_path.read_bytes():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready in {timeout_s}s:\n{self.log_path.read_text()[-3000:]}")
+        self.proc = subprocess.Popen([sys.executable, "-m", "taskservice.cli", *args], cwd=REPO,
+                                     env=backend.env(**overrides), stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not any(mark in log_path.read_bytes() for mark in self.ready_marks):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{args[0]} did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
 
     def kill(self) -> None:
-        """SIGKILL the whole worker: main process and pool processes, no chance to clean up."""
+        """SIGKILL the whole process group: no chance to clean up."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -139,7 +141,7 @@ class WorkerProcess:
         self.log.close()
 
     def stop(self) -> None:
-        """Warm shutdown through the main process only (signalling the pool directly can hang billiard)."""
+        """Graceful stop through the main process only (signalling a Celery pool directly can hang billiard)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -147,6 +149,13 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
+
+
+class WorkerProcess(ServiceProcess):
+    ready_marks = (b"reaper started", b"ready.")
+
+    def __init__(self, backend: Backend, concurrency: int, log_path: Path, **overrides: Any) -> None:
+        super().__init__(backend, ["worker", "-c", str(concurrency), "--loglevel", "INFO"], log_path, **overrides)
 
 
 @pytest.fixture
@@ -163,37 +172,11 @@ def start_worker(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., Wor
         worker.stop()
 
 
-class RelayProcess:
-    """`taskservice relay` in a subprocess, as production runs it."""
+class RelayProcess(ServiceProcess):
+    ready_marks = (b"started",)
 
     def __init__(self, backend: Backend, log_path: Path, **overrides: Any) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "relay", "--loglevel", "INFO"],
-                                     cwd=REPO, env=backend.env(**overrides), stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while b"started" not in log_path.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"relay did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()
+        super().__init__(backend, ["relay", "--loglevel", "INFO"], log_path, **overrides)
 
 
 RELAY_FAST = {"relay_lease_s": 3.0, "relay_idle_s": 0.05, "relay_backoff_base_s": 0.2, "relay_backoff_max_s": 1.0}

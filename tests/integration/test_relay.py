@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from taskservice import create_app, migrate
+from taskservice import create_app
 from taskservice.ledger.outbox import DELIVERED, PENDING
 from taskservice.services import Services
-from tests.conftest import RELAY_FAST, Backend, RelayProcess, deploy, postgres_backend
+from tests.conftest import RELAY_FAST, Backend, RelayProcess, deploy, migrated, postgres_backend
 from tests.integration.test_destinations_contract import drain_queue
 from tests.kafka_broker import KafkaBroker
 
@@ -79,13 +79,7 @@ def test_relay_killed_mid_delivery_loses_nothing(app_client: FlaskClient, servic
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     """Postgres + RabbitMQ only: these tests stop a real server, which the embedded default does not have."""
-    backend = postgres_backend(tmp_path_factory.mktemp("production"))
-    services = Services.build(backend.settings)
-    migrate.upgrade(services.engine)
-    services.close()
-    yield backend
-    for cleanup in backend.cleanup:
-        cleanup()
+    yield from migrated(postgres_backend(tmp_path_factory.mktemp("production")))
 
 
 def _rabbitmq(action: str) -> None:
