@@ -41,6 +41,7 @@ test: $(STAMP) services lint
 bench: $(STAMP) services
 	@command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
 	$(BIN)/python bench/bench_core.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_relay.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

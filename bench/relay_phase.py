@@ -3,7 +3,8 @@
 The measured figure follows the brief: from the moment the relay process is launched until the outbox holds no
 pending record for the destination, so it includes the relay's start-up (interpreter, imports, first connections).
 The ledger's own `delivered_at` stamps then separate that start-up from the steady rate. The profiled pass is a
-separate pass: its records are parked until the relay is up and py-spy is attached, then released at once.
+separate pass, so py-spy never slows the measured one: its records are parked until the relay is up, has delivered
+one of them (its destination client is then connected) and py-spy is attached, and are then released at once.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from bench.procs import BenchError, Launched
 from bench.profiling import Recording, find_py_spy, stack_shares, start_recording, stop_recording, summarise
 from bench.rig import Rig, venv_tool
 
+PROFILE_HZ = 250  # py-spy samples per second: a pass of a few seconds still gives several hundred samples
+
 # What one relay pass (`Relay.run_once`) is made of, as substrings of py-spy frames ("func (path:line)").
-PROFILE_HZ = 250  # py-spy samples per second: a pass of a few seconds still gives a thousand samples
 RELAY_PASS = "run_once (taskservice/relay.py"
 LEDGER_PARTS = {
     "Outbox.claim (SELECT … FOR UPDATE SKIP LOCKED, UPDATE … RETURNING, commit)": "claim (taskservice/ledger/outbox",
@@ -132,13 +134,17 @@ def _wait_for_log(relay: Launched, rig: Rig, text: str, timeout_s: float = 30.0)
 
 def profile(rig: Rig, label: str, kind: str, destination: str, n: int, env: Mapping[str, str],
             extra_sessions: Mapping[int, str]) -> tuple[RelayRun | None, list[str]]:
-    """A separate pass with py-spy (wall and cpu views) on a warm relay; returns the run and the summary lines."""
+    """A separate pass with py-spy (wall and cpu views) on a warm relay; returns the run and the summary lines.
+
+    The records are parked, the relay started and warmed up with one of them, py-spy attached, and then the other
+    n - 1 released at once, so the profile shows the steady state."""
     py_spy = find_py_spy()
     if py_spy is None:
         return None, ["profile skipped: py-spy not installed (pip install py-spy)"]
     rig.probe.park_outbox(destination)
     relay = start_relay(rig, f"relay-{label}", env)
     _wait_for_log(relay, rig, "started")
+    warm_up(rig, destination, n)
     recordings = [start_recording(rig.procs, py_spy, relay.pid, f"relay-{label}", rig.results_dir, mode=mode,
                                   rate=PROFILE_HZ) for mode in ("wall", "cpu")]
     time.sleep(1.0)  # let py-spy attach before the work starts
@@ -152,9 +158,21 @@ def profile(rig: Rig, label: str, kind: str, destination: str, n: int, env: Mapp
     finally:
         for recording in recordings:
             stop_recording(rig.procs, recording)
-    run = RelayRun(label, n, started, rig.probe.outbox_summary(destination), cpu)
+    run = RelayRun(label, n - 1, started, rig.probe.outbox_summary(destination, since=started), cpu)
     rig.procs.stop(relay)
     return run, [line for recording in recordings for line in _profile_lines(recording, kind)]
+
+
+def warm_up(rig: Rig, destination: str, n: int, timeout_s: float = 30.0) -> None:
+    """Release one record and wait until it is delivered: the relay builds a destination's client on first use
+    (AMQP connection, Kafka producer id), which is start-up, not the steady state the profile is for."""
+    rig.probe.release_outbox(destination, limit=1)
+    deadline = time.monotonic() + timeout_s
+    while rig.probe.outbox_pending(destination) >= n:
+        rig.procs.check()
+        if time.monotonic() > deadline:
+            raise BenchError(f"the relay did not deliver a first record to {destination} within {timeout_s:.0f}s")
+        time.sleep(0.02)
 
 
 def _profile_lines(recording: Recording, kind: str) -> list[str]:

@@ -141,7 +141,8 @@ class KafkaPublisher:
                 producer.poll(0)
             deadline = time.monotonic() + self._wait_s
             while pending > 0 and time.monotonic() < deadline:
-                producer.poll(0.1)
+                # flush() sends at once instead of waiting out linger.ms, and serves the delivery reports
+                producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
         except KafkaException as exc:  # fatal: report what is undelivered; the next attempt starts afresh
             self._fatal = _describe(exc.args[0])
             results = [self._fatal if result is _NO_REPORT else result for result in results]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 
 from taskservice.destinations.base import DeliveryError
@@ -14,6 +15,7 @@ from taskservice.destinations.registry import Destinations
 from taskservice.ledger.outbox import Delivery, Outbox
 
 log = logging.getLogger(__name__)
+WEBHOOK_CHUNK = 10  # webhooks go one request per record, each up to its timeout: check the claim often
 
 
 class Relay:
@@ -36,14 +38,25 @@ class Relay:
     def run_once(self) -> int:
         """Deliver one batch; returns how many records it handled (0 = nothing due)."""
         claimed = self.outbox.claim(self.relay_id, limit=self.batch, lease_s=self.lease_s)
+        claim_deadline = time.monotonic() + self.lease_s * 0.6
         by_destination: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in claimed:
             by_destination[delivery.destination].append(delivery)
         for uri, group in by_destination.items():
-            self._deliver_group(uri, group)
+            self._deliver_group(uri, group, claim_deadline)
         return len(claimed)
 
-    def _deliver_group(self, uri: str, group: list[Delivery]) -> None:
+    def _deliver_group(self, uri: str, group: list[Delivery], claim_deadline: float) -> None:
+        """Deliver in chunks, and hand back what is left when the claim is about to lapse: a slow destination
+        (a webhook at its timeout) must not let another relay take and re-send records still being sent."""
+        chunk = WEBHOOK_CHUNK if uri.startswith(("http://", "https://")) else len(group)
+        for start in range(0, len(group), chunk):
+            if time.monotonic() > claim_deadline:
+                self.outbox.release([d.id for d in group[start:]])
+                return
+            self._deliver_chunk(uri, group[start:start + chunk])
+
+    def _deliver_chunk(self, uri: str, group: list[Delivery]) -> None:
         try:
             results = self.destinations.get(uri).deliver([d.record for d in group])
         except DeliveryError as exc:

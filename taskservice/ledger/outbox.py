@@ -97,6 +97,13 @@ class Outbox:
                              .values(status=DELIVERED, delivered_at=_now(), attempts=DELIVERIES.c.attempts + 1,
                                      claimed_by=relay_id, claim_expires_at=None, last_error=None))
 
+    def release(self, ids: list[int]) -> None:
+        """Give claimed records back untouched (not attempted), for any relay to take at once."""
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(update(DELIVERIES).where(DELIVERIES.c.id.in_(ids), DELIVERIES.c.status == PENDING)
+                             .values(claim_expires_at=None, claimed_by=None))
+
     def failed(self, delivery: Delivery, error: str, *, retry_in_s: float, give_up: bool) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(DELIVERIES).where(DELIVERIES.c.id == delivery.id, DELIVERIES.c.status == PENDING)
