@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 DATA_DIR ?= var
 
-.PHONY: run test lint install services bench clean help
+.PHONY: run test lint install services bench bench-ingest etl-demo clean help
 
 help:
 	@echo "make run    start API + worker on the embedded default (SQLite, filesystem broker) on port $(PORT)"
 	@echo "make test   install what is missing, make sure Postgres and RabbitMQ are up, run the whole suite"
 	@echo "make lint   ruff and mypy (part of make test)"
+	@echo "make etl-demo  the Kafka ETL scenario end to end (starts its own Tansu Kafka broker unless TASKSERVICE_KAFKA_BOOTSTRAP is set)"
 	@echo "make bench  benchmarks on Postgres + RabbitMQ (see bench/README.md); BENCH_ARGS=--quick for a short run"
 
 $(BIN)/python:
@@ -42,6 +43,12 @@ bench: $(STAMP) services
 	@command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
 	$(BIN)/python bench/bench_core.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_relay.py $(BENCH_ARGS)
+
+etl-demo: $(STAMP)
+	$(BIN)/python scripts/etl_demo.py
+
+bench-ingest: $(STAMP) services
+	$(BIN)/python bench/bench_ingest.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -47,6 +47,16 @@ class InvalidFunctionConfig(RequestError):
     http_status = 422
 
 
+class InvalidTriggerConfig(RequestError):
+    code = "InvalidTriggerConfig"
+    http_status = 422
+
+
+class InvalidReplayRequest(RequestError):
+    code = "InvalidReplayRequest"
+    http_status = 422
+
+
 class UnsupportedMediaType(RequestError):
     code = "UnsupportedMediaType"
     http_status = 415
@@ -68,6 +78,14 @@ class FunctionNotFound(NotFound):
 
 class InvocationNotFound(NotFound):
     code = "InvocationNotFound"
+
+
+class TriggerNotFound(NotFound):
+    code = "TriggerNotFound"
+
+
+class DeadLetterNotFound(NotFound):
+    code = "DeadLetterNotFound"
 
 
 class Conflict(RequestError):

@@ -223,3 +223,101 @@ def _all_partitions(consumer: Consumer, topic: str, offset: int) -> list[TopicPa
     if info is None or info.error is not None or not info.partitions:
         raise KafkaUnavailable(f"cannot read topic {topic!r}: no such topic")
     return [TopicPartition(topic, p, offset) for p in sorted(info.partitions)]
+
+
+class BatchConsumer:
+    """A consumer-group member that reads records in batches and commits only when told to.
+
+    Nothing is committed automatically (neither by librdkafka's auto-commit nor on close): the caller commits a
+    partition's next offset synchronously once the records before it are safe elsewhere, so a process killed at
+    any point re-reads, and never skips, what it had not finished. `on_assign`/`on_revoke` get (topic, partition)
+    pairs; librdkafka calls them from inside `consume`, i.e. between two batches of the caller.
+    """
+
+    def __init__(self, bootstrap: str, group: str, topics: Sequence[str], *, starting_position: str,
+                 on_assign: Any = None, on_revoke: Any = None, config: Mapping[str, Any] | None = None) -> None:
+        settings: dict[str, Any] = {
+            "bootstrap.servers": bootstrap, "logger": log, "group.id": group, **CONSUMER_GROUP_DEFAULTS,
+            "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": False,
+            "auto.offset.reset": "earliest" if starting_position == "earliest" else "latest",
+            "socket.connection.setup.timeout.ms": 5_000, **(config or {})}
+        self._reset_earliest = starting_position == "earliest"
+        try:
+            self._consumer = Consumer(settings)
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise KafkaUnavailable(f"cannot create a Kafka consumer: {exc}") from exc
+        self._assigned: set[tuple[str, int]] = set()
+
+        def assigned(_c: Consumer, partitions: list[TopicPartition]) -> None:
+            pairs = [(tp.topic, tp.partition) for tp in partitions]
+            self._assigned.update(pairs)
+            if on_assign is not None:
+                on_assign(pairs)
+
+        def revoked(_c: Consumer, partitions: list[TopicPartition]) -> None:
+            pairs = [(tp.topic, tp.partition) for tp in partitions]
+            self._assigned.difference_update(pairs)
+            if on_revoke is not None:
+                on_revoke(pairs)
+
+        self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+
+    @property
+    def assignment(self) -> set[tuple[str, int]]:
+        return set(self._assigned)
+
+    def consume(self, max_records: int, timeout_s: float) -> list[KafkaRecord]:
+        """Up to `max_records` records, waiting at most `timeout_s` for them (0: only what is already fetched).
+
+        Transient errors (rebalances, a broker restarting, a topic not created yet) are logged and skipped; a
+        fatal one raises KafkaUnavailable.
+        """
+        records: list[KafkaRecord] = []
+        for msg in self._consumer.consume(num_messages=max_records, timeout=timeout_s):
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaUnavailable(f"the consumer failed: {_describe(err)}")
+                log.warning("kafka consumer: %s", _describe(err))
+                continue
+            ts_type, ts = msg.timestamp()
+            records.append(KafkaRecord(topic=msg.topic() or "", partition=msg.partition() or 0,
+                                       offset=msg.offset() or 0, key=msg.key(), value=msg.value(),
+                                       timestamp_ms=ts if ts_type else None))
+        return records
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit each partition's next offset to read, synchronously; raises KafkaUnavailable when refused."""
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                  asynchronous=False)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot commit offsets: {_describe(exc.args[0])}") from exc
+
+    def lag(self, timeout_s: float = 5.0) -> dict[tuple[str, int], dict[str, int]]:
+        """Committed offset, high watermark and their difference for each assigned partition."""
+        partitions = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        if not partitions:
+            return {}
+        result: dict[tuple[str, int], dict[str, int]] = {}
+        try:
+            committed = self._consumer.committed(partitions, timeout=timeout_s)
+            # A broker whose ListOffsets answer is behind (Tansu's in-memory engine answers 1) must not make the
+            # lag look negative: what this consumer has already read is a lower bound of the high watermark.
+            read = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(partitions)}
+            for tp in committed:
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                                 timeout=timeout_s)
+                high = max(high, read.get((tp.topic, tp.partition), -1), tp.offset)
+                position = tp.offset if tp.offset >= 0 else (low if self._reset_earliest else high)
+                result[(tp.topic, tp.partition)] = {"committed": position, "high": high,
+                                                    "lag": max(0, high - position)}
+        except KafkaException as exc:
+            log.warning("cannot read the lag: %s", _describe(exc.args[0]))
+        return result
+
+    def close(self) -> None:
+        """Leave the group (its partitions go to the other members at once); commits nothing."""
+        self._consumer.close()

@@ -13,7 +13,10 @@ from taskservice.config import Settings
 from taskservice.db import make_engine
 from taskservice.dispatch import Dispatcher, make_celery
 from taskservice.ledger import Ledger
+from taskservice.ledger.dead_letters import DeadLetterStore
 from taskservice.ledger.outbox import Outbox
+from taskservice.ledger.triggers import TriggerStore
+from taskservice.replay import Replayer
 from taskservice.submission import Submitter
 
 if TYPE_CHECKING:
@@ -28,6 +31,9 @@ class Services:
     dispatcher: Dispatcher
     submitter: Submitter
     outbox: Outbox
+    triggers: TriggerStore
+    dead_letters: DeadLetterStore
+    replayer: Replayer
 
     @classmethod
     def build(cls, settings: Settings, *, dispatcher: Dispatcher | None = None) -> Services:
@@ -37,8 +43,10 @@ class Services:
         ledger = Ledger(engine, max_log_lines=settings.max_log_lines)
         dispatcher = dispatcher or Dispatcher(make_celery(settings))
         submitter = Submitter(ledger, dispatcher, max_payload_bytes=settings.max_payload_bytes)
+        dead_letters = DeadLetterStore(engine)
         return cls(settings=settings, engine=engine, ledger=ledger, dispatcher=dispatcher, submitter=submitter,
-                   outbox=Outbox(engine))
+                   outbox=Outbox(engine), triggers=TriggerStore(engine), dead_letters=dead_letters,
+                   replayer=Replayer(ledger, dead_letters, submitter))
 
     def close(self) -> None:
         self.engine.dispose()

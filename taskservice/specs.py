@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from taskservice.errors import InvalidFunctionConfig, InvalidInvocationId, InvalidName, RequestError
+from taskservice.errors import (
+    InvalidFunctionConfig,
+    InvalidInvocationId,
+    InvalidName,
+    InvalidReplayRequest,
+    InvalidTriggerConfig,
+    RequestError,
+)
 
 INVOCATION_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -87,3 +95,95 @@ class FunctionConfig(BaseModel):
             problems = [{"field": ".".join(map(str, e["loc"])) or "(body)", "problem": e["msg"]} for e in exc.errors()]
             text = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
             raise InvalidFunctionConfig(f"invalid function config: {text}", details=problems) from exc
+
+
+def _parse_model(model: type[BaseModel], data: Any, error: type[RequestError], what: str) -> Any:
+    """Validate a JSON object against `model`, turning pydantic's error list into one readable 4xx."""
+    if not isinstance(data, dict):
+        raise error(f"a {what} must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [{"field": ".".join(map(str, e["loc"])) or "(body)", "problem": e["msg"]} for e in exc.errors()]
+        text = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        raise error(f"invalid {what}: {text}", details=problems) from exc
+
+
+TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+CONSUMER_GROUP = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
+
+
+class TriggerConfig(BaseModel):
+    """What PUT /v1/triggers/{name} accepts: a Kafka event source mapping (bounds as in Function Compute)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: Annotated[str, Field(pattern=FUNCTION_NAME.pattern, description="the function each batch invokes")]
+    topics: Annotated[list[Annotated[str, Field(pattern=TOPIC.pattern)]], Field(min_length=1, max_length=20)]
+    consumer_group: Annotated[str | None, Field(pattern=CONSUMER_GROUP.pattern,
+                                                description="default: taskservice-<trigger name>")] = None
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    batching_window_s: Annotated[float, Field(ge=0, le=15, description="how long to wait to fill a batch")] = 0.5
+    starting_position: Literal["earliest", "latest"] = "latest"
+    enabled: Annotated[bool, Field(strict=True)] = True
+    description: Annotated[str, Field(max_length=1024)] = ""
+
+    @field_validator("topics")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("topics must not repeat")
+        return value
+
+    @classmethod
+    def parse(cls, data: Any) -> TriggerConfig:
+        return _parse_model(cls, data, InvalidTriggerConfig, "trigger config")  # type: ignore[no-any-return]
+
+
+class ReplayOne(BaseModel):
+    """Body of POST /v1/dead-letters/{id}/replay (optional): an edited payload, and `force` to replay again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payload: Any = None
+    force: Annotated[bool, Field(strict=True)] = False
+
+    @classmethod
+    def parse(cls, data: Any) -> ReplayOne:
+        if data is None:
+            return cls()
+        replay = _parse_model(cls, data, InvalidReplayRequest, "replay request")
+        return replay  # type: ignore[no-any-return]
+
+
+class ReplayMany(BaseModel):
+    """Body of POST /v1/dead-letters/replay: a filter over the dead-letter store, or external FC failure records."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: Annotated[str | None, Field(pattern=FUNCTION_NAME.pattern)] = None
+    condition: Literal["RetriesExhausted", "EventAgeExceeded", "Stopped", "Invalid"] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    force: Annotated[bool, Field(strict=True)] = False
+    records: Annotated[list[dict[str, Any]] | None, Field(max_length=1000, description=(
+        "Function Compute failure records read from an external queue or topic, replayed instead of the store"))] = None
+    target_function: Annotated[str | None, Field(pattern=FUNCTION_NAME.pattern, description=(
+        "with records: the function to invoke (default: the last segment of requestContext.functionArn)"))] = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return value if value is None or value.tzinfo else (value.replace(tzinfo=timezone.utc))
+
+    @classmethod
+    def parse(cls, data: Any) -> ReplayMany:
+        replay: ReplayMany = _parse_model(cls, data, InvalidReplayRequest, "replay request")
+        filters = (replay.function, replay.condition, replay.since, replay.until)
+        if replay.records is not None and any(f is not None for f in filters):
+            raise InvalidReplayRequest("give either records or a filter (function, condition, since, until), "
+                                       "not both")
+        if replay.records is None and replay.target_function is not None:
+            raise InvalidReplayRequest("target_function only applies to records")
+        return replay

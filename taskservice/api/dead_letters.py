@@ -1,15 +1,16 @@
-"""GET /v1/dead-letters: every failure record, filterable by function, condition and time."""
+"""GET /v1/dead-letters: every failure record, filterable by function, condition and time; and their replay."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from taskservice.api.requests import int_arg, time_arg
-from taskservice.api.views import dead_letter_view
+from taskservice.api.requests import int_arg, json_body, time_arg
+from taskservice.api.views import dead_letter_view, submitted_view
 from taskservice.errors import InvalidQuery
-from taskservice.specs import check_function_name
+from taskservice.specs import ReplayMany, ReplayOne, check_function_name
 
 dead_letters_api = Blueprint("dead_letters", __name__, url_prefix="/v1")
 CONDITIONS = ("RetriesExhausted", "EventAgeExceeded", "Stopped", "Invalid")
+REPLAY_MAX_BYTES = 16 * 1024 * 1024  # up to 1000 external records, each carrying its payload
 
 
 @dead_letters_api.get("/dead-letters")
@@ -25,3 +26,27 @@ def list_dead_letters() -> Response:
         function=function, condition=condition, since=time_arg(args, "since"), until=time_arg(args, "until"),
         limit=int_arg(args, "limit", 50, 1, 1000), cursor=args.get("cursor") or None)
     return jsonify({"items": [dead_letter_view(d) for d in items], "next_cursor": cursor})
+
+
+@dead_letters_api.post("/dead-letters/<int:dead_letter_id>/replay")
+def replay_one(dead_letter_id: int) -> tuple[Response, int]:
+    """Replay one failure; a second replay is 409 with the first replay's invocation unless force is set."""
+    services = current_app.extensions["taskservice"]
+    body = ReplayOne.parse(json_body(request, max_bytes=services.settings.max_payload_bytes + 1024,
+                                     allow_empty=True))
+    fields = body.model_fields_set
+    kwargs = {"payload": body.payload} if "payload" in fields else {}
+    invocation = services.replayer.replay_dead_letter(dead_letter_id, force=body.force, **kwargs)
+    return jsonify({**submitted_view(invocation), "replayOf": invocation.replay_of}), 202
+
+
+@dead_letters_api.post("/dead-letters/replay")
+def replay_many() -> Response:
+    """Replay many failures by filter, or external FC records; one outcome per record, never all-or-nothing."""
+    services = current_app.extensions["taskservice"]
+    body = ReplayMany.parse(json_body(request, max_bytes=REPLAY_MAX_BYTES))
+    if body.function is not None:
+        services.ledger.get_function(body.function)  # a filter naming an unknown function is a 404, not "0 done"
+    outcomes = services.replayer.replay_many(body)
+    counts = {k: sum(o.outcome == k for o in outcomes) for k in ("replayed", "duplicate", "failed")}
+    return jsonify({"items": [o.view() for o in outcomes], **counts})

@@ -5,7 +5,7 @@ from typing import Any
 
 from taskservice import __version__
 from taskservice.ledger import Status
-from taskservice.specs import FUNCTION_NAME, INVOCATION_ID, FunctionConfig
+from taskservice.specs import FUNCTION_NAME, INVOCATION_ID, FunctionConfig, ReplayMany, ReplayOne, TriggerConfig
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -13,7 +13,7 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 def _errors(*codes: int) -> dict[str, Any]:
     meaning = {400: "malformed JSON, bad name, id or query", 404: "unknown function or invocation",
                409: "duplicate invocation id", 413: "payload over the limit", 415: "content type is not JSON",
-               422: "invalid function config", 503: "ledger unavailable"}
+               422: "invalid function, trigger or replay config", 503: "ledger unavailable"}
     return {str(c): {"description": meaning[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
 
@@ -57,6 +57,7 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
                                                                 "Invalid", None]},
             "worker": _NULLABLE_STR, "heartbeatAt": _NULLABLE_TIME, "leaseExpiresAt": _NULLABLE_TIME,
             "nextAttemptAt": _NULLABLE_TIME, "logLines": {"type": "integer"},
+            "replayOf": {"type": ["string", "null"], "description": "request id of the failure this replays"},
         },
     }
     schemas: dict[str, Any] = {
@@ -155,6 +156,67 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
                     "record": _RECORD}}},
                 "next_cursor": {"type": ["string", "null"]}}}, "OK"), **_errors(400)}}},
     }
+    paths.update(_trigger_and_replay_paths())
+    schemas.update(_trigger_and_replay_schemas(invocation_summary))
     schemas.update(config_schema.pop("$defs", {}))
     return {"openapi": "3.1.0", "info": {"title": "taskservice", "version": __version__},
             "paths": paths, "components": {"schemas": schemas}}
+
+
+def _trigger_and_replay_schemas(invocation_summary: dict[str, Any]) -> dict[str, Any]:
+    lag = {"type": "object", "properties": {
+        "total": {"type": ["integer", "null"], "description": "uncommitted records; null before the first report"},
+        "partitions": {"type": "array", "items": {"type": "object", "properties": {
+            "topic": {"type": "string"}, "partition": {"type": "integer"}, "committed": {"type": "integer"},
+            "high": {"type": "integer"}, "lag": {"type": "integer"}, "at": {"type": "string"}}}}}}
+    trigger_config = TriggerConfig.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {
+        "TriggerConfig": trigger_config,
+        "Trigger": {"allOf": [trigger_config, {"type": "object", "properties": {
+            "name": {"type": "string"}, "lag": lag, "createdAt": {"type": "string", "format": "date-time"},
+            "updatedAt": {"type": "string", "format": "date-time"}}}]},
+        "ReplayOne": ReplayOne.model_json_schema(ref_template="#/components/schemas/{model}"),
+        "ReplayMany": ReplayMany.model_json_schema(ref_template="#/components/schemas/{model}"),
+        "Replayed": {"type": "object", "properties": {
+            **{k: invocation_summary["properties"][k] for k in ("invocationId", "requestId", "function", "status")},
+            "replayOf": {"type": "string"}}},
+        "ReplayOutcomes": {"type": "object", "properties": {
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "source": {"type": "string"}, "function": _NULLABLE_STR, "invocationId": _NULLABLE_STR,
+                "outcome": {"type": "string", "enum": ["replayed", "duplicate", "failed"]},
+                "error": _NULLABLE_STR}}},
+            "replayed": {"type": "integer"}, "duplicate": {"type": "integer"}, "failed": {"type": "integer"}}},
+    }
+
+
+def _trigger_and_replay_paths() -> dict[str, Any]:
+    name = {**_NAME, "description": "trigger name"}
+    body = {"required": True, "content": {"application/json": {"schema": _ref("TriggerConfig")}}}
+    return {
+        "/v1/triggers": {"get": {"summary": "List Kafka triggers with their lag", "responses": {"200": _json(
+            {"type": "object", "properties": {"items": {"type": "array", "items": _ref("Trigger")}}}, "OK")}}},
+        "/v1/triggers/{name}": {
+            "parameters": [name],
+            "put": {"summary": "Create or replace a Kafka trigger (event source mapping)", "requestBody": body,
+                    "responses": {"200": _json(_ref("Trigger"), "replaced"), "201": _json(_ref("Trigger"), "created"),
+                                  **_errors(400, 404, 413, 415, 422)}},
+            "get": {"summary": "Read a trigger and its lag per partition",
+                    "responses": {"200": _json(_ref("Trigger"), "OK"), **_errors(400, 404)}},
+            "delete": {"summary": "Delete a trigger; ingest processes stop consuming for it within seconds",
+                       "responses": {"204": {"description": "deleted"}, **_errors(400, 404)}},
+        },
+        "/v1/dead-letters/{dead_letter_id}/replay": {
+            "parameters": [{"name": "dead_letter_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "post": {"summary": "Replay one failure record, optionally with an edited payload",
+                     "description": "Idempotent: a second replay is 409 with the first replay's invocation, "
+                                    "unless force is true.",
+                     "requestBody": {"required": False,
+                                     "content": {"application/json": {"schema": _ref("ReplayOne")}}},
+                     "responses": {"202": _json(_ref("Replayed"), "replay submitted"),
+                                   **_errors(400, 404, 409, 413, 415, 422)}}},
+        "/v1/dead-letters/replay": {"post": {
+            "summary": "Replay failure records by filter, or external Function Compute records",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ReplayMany")}}},
+            "responses": {"200": _json(_ref("ReplayOutcomes"), "one outcome per record"),
+                          **_errors(400, 404, 413, 415, 422)}}},
+    }

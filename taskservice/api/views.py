@@ -7,6 +7,7 @@ from typing import Any
 
 from taskservice.ledger.outbox import Delivery
 from taskservice.ledger.records import DeadLetter, Function, Invocation, LogLine, Transition
+from taskservice.ledger.triggers import Trigger
 
 
 def iso(value: datetime | None) -> str | None:
@@ -48,6 +49,7 @@ def invocation_view(inv: Invocation, *, payload: bool = True) -> dict[str, Any]:
         "leaseExpiresAt": iso(inv.lease_expires_at),
         "nextAttemptAt": iso(inv.not_before),
         "logLines": inv.log_lines,
+        "replayOf": inv.replay_of,
     }
     if payload:
         view["payload"] = _decoded(inv.payload)
@@ -72,3 +74,13 @@ def transition_view(t: Transition) -> dict[str, Any]:
 
 def log_view(line: LogLine) -> dict[str, Any]:
     return {"attempt": line.attempt, "at": iso(line.at), "level": line.level, "message": line.message}
+
+
+def trigger_view(t: Trigger) -> dict[str, Any]:
+    partitions = [{"topic": key.rsplit(":", 1)[0], "partition": int(key.rsplit(":", 1)[1]), **value}
+                  for key, value in sorted(t.lag.items())]
+    return {"name": t.name, "function": t.function, "topics": t.topics, "consumer_group": t.consumer_group,
+            "batch_size": t.batch_size, "batching_window_s": t.batching_window_s,
+            "starting_position": t.starting_position, "enabled": t.enabled, "description": t.description,
+            "lag": {"total": t.total_lag, "partitions": partitions}, "createdAt": iso(t.created_at),
+            "updatedAt": iso(t.updated_at)}

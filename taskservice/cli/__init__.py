@@ -8,6 +8,7 @@ import click
 from taskservice.cli.client_commands import functions, invoke, tasks
 from taskservice.cli.destination_commands import destinations, dlq
 from taskservice.cli.server_commands import api, dev, migrate, relay, worker
+from taskservice.cli.trigger_commands import ingest, triggers
 from taskservice.client import DEFAULT_API_URL
 
 
@@ -27,7 +28,7 @@ def cli(ctx: click.Context, api_url: str) -> None:
     ctx.obj = {"api_url": api_url, "token": os.environ.get("TASKSERVICE_TOKEN")}
 
 
-for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, destinations, dlq):
+for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, destinations, dlq, ingest, triggers):
     cli.add_command(command)
 
 

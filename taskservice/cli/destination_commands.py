@@ -1,4 +1,4 @@
-"""`destinations tail` (watch records arrive) and `dlq list` (the dead-letter store)."""
+"""`destinations tail` (watch records arrive), `dlq list` and `dlq replay` (the dead-letter store)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from taskservice.cli.output import api_errors, client_of, print_json, print_table
+from taskservice.cli.output import api_errors, client_of, parse_json_option, print_json, print_table
 from taskservice.cli.server_commands import load_settings
 
 
@@ -85,3 +85,110 @@ def dlq_list(ctx: click.Context, as_json: bool, **params: Any) -> None:
         ("ERROR", lambda d: d["errorType"]), ("CREATED", lambda d: d["createdAt"])])
     if page["next_cursor"]:
         click.echo(f"more: --cursor {page['next_cursor']}")
+
+
+@dlq.command("replay")
+@click.argument("dead_letter_id", type=int, required=False)
+@click.option("--payload", default=None, help="Replay ID with this JSON payload instead of the recorded one.")
+@click.option("--force", is_flag=True, help="Replay even if this failure was replayed before.")
+@click.option("--function", default=None, help="Filter: replay this function's failures.")
+@click.option("--condition", type=click.Choice(["RetriesExhausted", "EventAgeExceeded", "Stopped", "Invalid"]),
+              default=None, help="Filter: only this condition.")
+@click.option("--since", default=None, help="Filter: ISO 8601 (UTC when naive).")
+@click.option("--until", default=None, help="Filter: ISO 8601 (UTC when naive).")
+@click.option("--limit", type=int, default=100, show_default=True, help="Filter: at most this many (newest first).")
+@click.option("--from", "source", default=None,
+              help="Replay Function Compute records taken from queue:NAME or kafka:TOPIC instead of the store.")
+@click.option("--target-function", default=None, help="With --from: invoke this function, not the one in the ARN.")
+@click.option("--timeout", "idle_s", type=float, default=2.0, show_default=True,
+              help="With --from: stop after this many seconds without a record.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def dlq_replay(ctx: click.Context, dead_letter_id: int | None, payload: str | None, force: bool, source: str | None,
+               target_function: str | None, idle_s: float, as_json: bool, **filters: Any) -> None:
+    """Replay one failure (ID), many by filter, or records from an external queue or topic (--from).
+
+    \b
+    Idempotent: a failure replayed before is reported as a duplicate unless --force.
+      taskservice dlq replay 42 --payload '{"fixed": true}'
+      taskservice dlq replay --function etl --condition RetriesExhausted --since 2026-11-22T00:00
+      taskservice dlq replay --from queue:dead-letter-queue
+    """
+    client = client_of(ctx)
+    if dead_letter_id is not None:
+        if source is not None or any(v is not None for k, v in filters.items() if k != "limit"):
+            raise click.UsageError("give an ID, a filter or --from, not several")
+        body: dict[str, Any] = {"force": force}
+        if payload is not None:
+            body["payload"] = parse_json_option(payload, "--payload")
+        with api_errors():
+            answer = client.request("POST", f"/v1/dead-letters/{dead_letter_id}/replay", json_body=body,
+                                    send_json=True)
+        if as_json:
+            print_json(answer)
+        else:
+            click.echo(f"replayed dead letter {dead_letter_id} as {answer['function']}/{answer['invocationId']} "
+                       f"({answer['status']}, replay of request {answer['replayOf']})")
+        return
+    if payload is not None:
+        raise click.UsageError("--payload applies to one dead letter: give its ID")
+    if source is not None:
+        outcomes = _replay_from(client, source, target_function, force, idle_s)
+    else:
+        if target_function is not None:
+            raise click.UsageError("--target-function applies to --from")
+        with api_errors():
+            outcomes = [client.request("POST", "/v1/dead-letters/replay", send_json=True,
+                                       json_body={"force": force, **{k: v for k, v in filters.items()
+                                                                      if v is not None}})]
+    items = [item for answer in outcomes for item in answer["items"]]
+    if as_json:
+        print_json(items)
+        return
+    print_table(items, [("SOURCE", lambda o: o["source"]), ("OUTCOME", lambda o: o["outcome"]),
+                        ("INVOCATION", lambda o: o["invocationId"] and f"{o['function']}/{o['invocationId']}"),
+                        ("ERROR", lambda o: o["error"])])
+    counts = {k: sum(o["outcome"] == k for o in items) for k in ("replayed", "duplicate", "failed")}
+    click.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+def _replay_from(client: Any, source: str, target_function: str | None, force: bool, idle_s: float
+                 ) -> list[dict[str, Any]]:
+    """Post records from an external queue/topic in batches; a queue's messages are acknowledged only after the
+    API answered for them, so a failed run leaves them in the queue."""
+    scheme, _, target = source.partition(":")
+    if scheme not in ("queue", "kafka") or not target:
+        raise click.BadParameter("give queue:NAME or kafka:TOPIC", param_hint="--from")
+    settings = load_settings()
+    answers = []
+
+    def post(records: list[Any]) -> None:
+        body: dict[str, Any] = {"records": records, "force": force}
+        if target_function is not None:
+            body["target_function"] = target_function
+        with api_errors():
+            answers.append(client.request("POST", "/v1/dead-letters/replay", json_body=body, send_json=True))
+
+    if scheme == "queue":
+        from taskservice.broker import broker_options
+        from taskservice.destinations.queue import drain_queue
+
+        url, options = broker_options(settings)
+        for records, ack in drain_queue(target, url=url, transport_options=options, idle_s=idle_s):
+            post(records)
+            ack()
+        return answers
+    if not settings.kafka_bootstrap:
+        raise click.ClickException("kafka: needs TASKSERVICE_KAFKA_BOOTSTRAP (host:port of a broker)")
+    from taskservice.kafka import tail as kafka_tail
+
+    batch: list[Any] = []
+    for record in kafka_tail(settings.kafka_bootstrap, target, from_beginning=True, group="taskservice-dlq-replay",
+                             timeout_s=idle_s):
+        batch.append(json.loads(record.value or b"null"))
+        if len(batch) >= 100:
+            post(batch)
+            batch = []
+    if batch:
+        post(batch)
+    return answers

@@ -117,6 +117,9 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
                                    env=env, start_new_session=True),
         "relay": subprocess.Popen([*me, "relay", "--loglevel", "WARNING"], env=env, start_new_session=True),
     }
+    if settings.kafka_bootstrap:  # Kafka triggers run only where a broker is configured
+        children["ingest"] = subprocess.Popen([*me, "ingest", "--loglevel", "WARNING"], env=env,
+                                              start_new_session=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     stopping = threading.Event()
     for name, proc in children.items():
@@ -135,6 +138,8 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
                    + (f" in {settings.embedded_broker_dir}" if embedded else ""))
         click.echo(f"  workers   {concurrency} handler process(es), pid {children['worker'].pid}")
         click.echo(f"  relay     delivering destination records, pid {children['relay'].pid}")
+        if "ingest" in children:
+            click.echo(f"  ingest    Kafka triggers from {settings.kafka_bootstrap}, pid {children['ingest'].pid}")
         click.echo("  open mode: no authentication, bound to 127.0.0.1 only. Ctrl-C stops everything.")
         click.echo(f"  try:      TASKSERVICE_API_URL={base} taskservice functions deploy demo "
                    "--handler workers.handlers.sleep:handler")

@@ -87,3 +87,34 @@ def tail_queue(name: str, *, url: str, transport_options: dict[str, Any], timeou
                         return
                 while received:
                     yield received.pop(0)
+
+
+def drain_queue(name: str, *, url: str, transport_options: dict[str, Any], idle_s: float, batch: int = 100
+                ) -> Iterator[tuple[list[dict[str, Any]], Any]]:
+    """Take records off queue `name` itself (not a copy, unlike `tail_queue`), in batches of up to `batch`.
+
+    Yields (records, ack): call `ack()` once they are safe elsewhere; records not acknowledged go back to the queue
+    when the connection closes. Ends after `idle_s` seconds without a record.
+    """
+    with Connection(url, transport_options=transport_options, connect_timeout=5) as conn:
+        conn.ensure_connection(max_retries=1)
+        queue = conn.SimpleQueue(record_queue(name), serializer="json")
+        try:
+            while True:
+                messages = []
+                try:
+                    messages.append(queue.get(block=True, timeout=idle_s))
+                    while len(messages) < batch:
+                        messages.append(queue.get(block=True, timeout=0.2))
+                except queue.Empty:
+                    pass
+                if not messages:
+                    return
+
+                def ack(taken: list[Any] = messages) -> None:
+                    for message in taken:
+                        message.ack()
+
+                yield [m.payload for m in messages], ack
+        finally:
+            queue.close()

@@ -71,8 +71,10 @@ class Ledger(LedgerQueries):
                 raise FunctionNotFound(f"function {name!r} does not exist")
 
     # --- submission -----------------------------------------------------------------------------------------------
-    def create_invocation(self, function: str, invocation_id: str, request_id: str, payload: str) -> Invocation:
-        """Insert a new Enqueued invocation; the unique (function, invocation_id) index decides duplicates."""
+    def create_invocation(self, function: str, invocation_id: str, request_id: str, payload: str, *,
+                          replay_of: str | None = None) -> Invocation:
+        """Insert a new Enqueued invocation; the unique (function, invocation_id) index decides duplicates.
+        `replay_of` is the request id of the failure this invocation replays, if it is one."""
         now = utcnow()
         try:
             with self.engine.begin() as conn:
@@ -80,7 +82,7 @@ class Ledger(LedgerQueries):
                 pk = conn.execute(_INSERT_INVOCATION, {
                     "function": function, "invocation_id": invocation_id, "request_id": request_id,
                     "status": Status.ENQUEUED, "payload": payload, "attempts": 0, "log_lines": 0, "created_at": now,
-                    "updated_at": now, "dispatched_at": now}).scalar_one()
+                    "updated_at": now, "dispatched_at": now, "replay_of": replay_of}).scalar_one()
                 conn.execute(_INSERT_TRANSITION, {"invocation_pk": pk, "from_status": None,
                                                   "to_status": Status.ENQUEUED, "attempt": 0, "reason": "submitted",
                                                   "at": now})
@@ -95,7 +97,7 @@ class Ledger(LedgerQueries):
                           status=Status.ENQUEUED, payload=payload, result=None, error=None, error_type=None,
                           condition=None, attempts=0, created_at=now, started_at=None, finished_at=None,
                           not_before=None, lease_expires_at=None, heartbeat_at=None, worker=None,
-                          progress_percent=None, progress_message=None, log_lines=0)
+                          progress_percent=None, progress_message=None, log_lines=0, replay_of=replay_of)
 
     def _require_function(self, conn: Connection, function: str) -> None:
         """404 for an unknown function. A function seen in the last few seconds is not looked up again: a
@@ -174,8 +176,11 @@ class Ledger(LedgerQueries):
                                   error=f"waited longer than max_event_age_s={fn.max_event_age_s}")
             if row.not_before is not None and row.not_before > now:
                 return Invocation.from_row(row)
-            if fn.concurrency is not None and self._running_count(conn, fn.name) >= fn.concurrency:
-                return Invocation.from_row(row)
+            if fn.concurrency is not None:
+                # Serialise the claims of a limited function on its row, so two workers cannot both see room.
+                conn.execute(select(FUNCTIONS.c.name).where(FUNCTIONS.c.name == fn.name).with_for_update())
+                if self._running_count(conn, fn.name) >= fn.concurrency:
+                    return Invocation.from_row(row)
             moved = self._move(conn, pk, Status.RUNNING, reason=f"claimed by {worker}", known=known,
                                attempts=INVOCATIONS.c.attempts + 1, worker=worker, started_at=now, heartbeat_at=now,
                                lease_expires_at=now + timedelta(seconds=lease_s), not_before=None,

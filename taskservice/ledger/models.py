@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     Float,
@@ -106,6 +107,8 @@ class InvocationRow(Base):
     progress_message: Mapped[str | None] = mapped_column(String(1024))
     log_lines: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A replay (of a dead letter or an external failure record) names the request it re-runs, for the console.
+    replay_of: Mapped[str | None] = mapped_column(String(64))
 
 
 class TransitionRow(Base):
@@ -162,7 +165,8 @@ class DeadLetterRow(Base):
 
     __tablename__ = "dead_letters"
     __table_args__ = (Index("ix_dead_letters_function_id", "function", "id"),
-                      Index("ix_dead_letters_created_at", "created_at"))
+                      Index("ix_dead_letters_created_at", "created_at"),
+                      Index("ix_dead_letters_function_invocation_id", "function", "invocation_id"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     invocation_pk: Mapped[int | None] = mapped_column(BigId, index=True)
@@ -175,6 +179,25 @@ class DeadLetterRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class TriggerRow(Base):
+    """A Kafka trigger (event source mapping): which topics feed which function, and how records are batched."""
+
+    __tablename__ = "triggers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    function: Mapped[str] = mapped_column(String(64))
+    topics: Mapped[str] = mapped_column(Text)  # JSON list of topic names
+    consumer_group: Mapped[str] = mapped_column(String(255))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    batching_window_s: Mapped[float] = mapped_column(Float)
+    starting_position: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    lag: Mapped[str | None] = mapped_column(Text)  # JSON, written by the ingest processes every few seconds
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # Core table handles for the ledger's set-based statements (conditional UPDATEs, bulk inserts).
 FUNCTIONS = cast(Table, FunctionRow.__table__)
 INVOCATIONS = cast(Table, InvocationRow.__table__)
@@ -182,3 +205,4 @@ TRANSITIONS = cast(Table, TransitionRow.__table__)
 LOGS = cast(Table, LogLineRow.__table__)
 DELIVERIES = cast(Table, DeliveryRow.__table__)
 DEAD_LETTERS = cast(Table, DeadLetterRow.__table__)
+TRIGGERS = cast(Table, TriggerRow.__table__)

@@ -65,6 +65,17 @@ class LedgerQueries:
             raise InvocationNotFound(f"function {function!r} has no invocation {invocation_id!r}")
         return found
 
+    def invocation_ids_with_prefix(self, function: str, prefix: str, *, limit: int = 10) -> list[str]:
+        """Invocation ids of `function` starting with `prefix`, newest first (Kafka ingest finds the batches it
+        submitted before a crash this way; it asks once per partition assignment, not per batch)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = (select(INVOCATIONS.c.invocation_id)
+                 .where(INVOCATIONS.c.function == function,
+                        INVOCATIONS.c.invocation_id.like(f"{escaped}%", escape="\\"))
+                 .order_by(INVOCATIONS.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [r.invocation_id for r in conn.execute(query)]
+
     def get_by_pk(self, pk: int) -> Invocation | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(INVOCATIONS).where(INVOCATIONS.c.id == pk)).first()

@@ -50,6 +50,7 @@ class Invocation:
     progress_percent: float | None
     progress_message: str | None
     log_lines: int
+    replay_of: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Invocation:

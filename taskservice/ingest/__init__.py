@@ -1,0 +1,1 @@
+"""Event sources that feed the one submission path: Kafka topics through triggers (`taskservice ingest`)."""

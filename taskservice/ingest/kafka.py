@@ -1,0 +1,193 @@
+"""Kafka ingest: each enabled trigger's topics become batch invocations, with no record lost or invoked twice.
+
+Per consumed batch, for each partition: drop what the ledger already holds (see `_fresh`), cut the rest into units
+(`ingest.batch.plan`), submit each through `Submitter.submit` — a DuplicateInvocation means an earlier run already
+did it — or write a dead letter for an unusable record, and only then commit the partition's next offset,
+synchronously. A process killed anywhere in between re-reads from the last commit; the invocation ids (topic,
+partition, first/last offset) and the probe after each assignment make the re-read a no-op, even when the broker
+returns the re-read records in different batches than the first time.
+
+Several `ingest` processes share a trigger through its consumer group; one process runs every enabled trigger,
+one consumer (thread) each, and follows trigger changes in the ledger.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from taskservice.errors import DuplicateInvocation, PayloadTooLarge
+from taskservice.ingest.batch import PAYLOAD_TOO_LARGE, Unit, batch_id, batch_prefix, by_partition, last_offset_of, plan
+from taskservice.kafka import BatchConsumer, KafkaRecord
+from taskservice.ledger.triggers import Trigger
+from taskservice.services import Services
+from taskservice.submission import EncodedPayload
+
+log = logging.getLogger(__name__)
+LAG_REPORT_S = 5.0
+ERROR_BACKOFF_S = 2.0
+
+Partition = tuple[str, int]
+
+
+class TriggerConsumer:
+    """One trigger's consumer loop; `run` returns when `stop` is set."""
+
+    def __init__(self, trigger: Trigger, services: Services, bootstrap: str, *, lag_report_s: float = LAG_REPORT_S
+                 ) -> None:
+        self.trigger = trigger
+        self.services = services
+        self.bootstrap = bootstrap
+        self.lag_report_s = lag_report_s
+        self.stop = threading.Event()
+        self._verified: set[Partition] = set()  # partitions whose ledger state past the commit is known
+        self._next: dict[Partition, int] = {}  # first offset the ledger does not hold yet, once known
+        self.submitted = 0
+        self.rejected = 0
+
+    # --- partition bookkeeping, called by librdkafka from inside consume() --------------------------------------
+    def _forget(self, partitions: Sequence[Partition]) -> None:
+        for key in partitions:
+            self._verified.discard(key)
+            self._next.pop(key, None)
+
+    def run(self) -> None:
+        """Consume until stopped; on any error start over from the committed offsets after a short pause."""
+        while not self.stop.is_set():
+            consumer = None
+            try:
+                consumer = BatchConsumer(self.bootstrap, self.trigger.consumer_group, self.trigger.topics,
+                                         starting_position=self.trigger.starting_position,
+                                         on_assign=self._forget, on_revoke=self._forget)
+                self._loop(consumer)
+            except Exception:
+                log.exception("trigger %s: consumer failed; starting over from the committed offsets",
+                              self.trigger.name)
+                self.stop.wait(ERROR_BACKOFF_S)
+            finally:
+                self._forget(list(self._verified | set(self._next)))
+                if consumer is not None:
+                    consumer.close()
+
+    def _loop(self, consumer: BatchConsumer) -> None:
+        t = self.trigger
+        next_report = 0.0
+        while not self.stop.is_set():
+            # Ask for a batch per assigned partition: the loop cuts per partition, so the whole read is used.
+            wanted = min(t.batch_size * max(1, len(consumer.assignment)), 100_000)
+            records = consumer.consume(wanted, t.batching_window_s)
+            if not records and t.batching_window_s == 0:
+                records = consumer.consume(1, 0.5)
+                if records:
+                    records += consumer.consume(wanted - 1, 0)
+            if records:
+                consumer.commit(self.process(records))
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + self.lag_report_s
+                lag = consumer.lag()
+                self.services.triggers.report_lag(t.name, {f"{k[0]}:{k[1]}": v for k, v in lag.items()})
+
+    def process(self, records: Sequence[KafkaRecord]) -> dict[Partition, int]:
+        """Write every record to the ledger (invocations or dead letters); returns the offsets now safe to commit."""
+        commits: dict[Partition, int] = {}
+        for key, group in by_partition(records).items():
+            fresh = self._fresh(key, group)
+            for unit in plan(fresh, batch_size=self.trigger.batch_size,
+                             max_payload_bytes=self.services.settings.max_payload_bytes):
+                self._write(unit)
+            commits[key] = max(group[-1].offset + 1, self._next.get(key, 0))
+            if fresh:
+                self._next[key] = fresh[-1].offset + 1
+        return commits
+
+    def _fresh(self, key: Partition, records: list[KafkaRecord]) -> list[KafkaRecord]:
+        """The records the ledger does not hold yet. After an assignment, the batches an earlier owner submitted
+        but did not commit are found by their ids' prefix, chained first offset to last."""
+        start = self._next.get(key)
+        if start is not None:
+            records = [r for r in records if r.offset >= start]
+        while key not in self._verified and records:
+            last = self._done_until(key, records[0].offset)
+            if last is None:
+                self._verified.add(key)
+                break
+            self._next[key] = last + 1
+            records = [r for r in records if r.offset > last]
+        return records
+
+    def _done_until(self, key: Partition, first: int) -> int | None:
+        """Last offset of the unit starting at `first` that is already in the ledger, if any."""
+        function = self.trigger.function
+        prefix = batch_prefix(key[0], key[1], first)
+        for invocation_id in self.services.ledger.invocation_ids_with_prefix(function, prefix):
+            last = last_offset_of(invocation_id, prefix)
+            if last is not None:
+                return last
+        if self.services.dead_letters.find(function, batch_id(key[0], key[1], first, first)) is not None:
+            return first
+        return None
+
+    def _write(self, unit: Unit) -> None:
+        function = self.trigger.function
+        if unit.error_type is None:
+            try:
+                self.services.submitter.submit(function, EncodedPayload(unit.payload),
+                                               invocation_id=unit.invocation_id)
+                self.submitted += 1
+                return
+            except DuplicateInvocation:
+                return  # written before a crash or by the previous owner of this partition
+            except PayloadTooLarge as exc:  # the planner's estimate was short: keep the records, as a dead letter
+                unit = Unit(unit.invocation_id, unit.first, unit.last, unit.payload, PAYLOAD_TOO_LARGE, exc.message)
+        assert unit.error_type is not None and unit.error is not None
+        log.warning("trigger %s: %s at %s: %s", self.trigger.name, unit.error_type, unit.invocation_id, unit.error)
+        self.services.dead_letters.reject(function, unit.invocation_id, unit.payload, error_type=unit.error_type,
+                                          error=unit.error)
+        self.rejected += 1
+
+
+class Ingestor:
+    """Runs one TriggerConsumer thread per enabled trigger and follows the trigger table (created, changed,
+    disabled, deleted) every `refresh_s` seconds."""
+
+    def __init__(self, services: Services, bootstrap: str, *, only: Sequence[str] = (), refresh_s: float = 5.0
+                 ) -> None:
+        self.services = services
+        self.bootstrap = bootstrap
+        self.only = set(only)
+        self.refresh_s = refresh_s
+        self.stop = threading.Event()
+        self._running: dict[str, tuple[TriggerConsumer, threading.Thread]] = {}
+
+    def run_forever(self) -> None:
+        log.info("ingest started (Kafka at %s)", self.bootstrap)
+        try:
+            while not self.stop.is_set():
+                self.refresh()
+                self.stop.wait(self.refresh_s)
+        finally:
+            for name in list(self._running):
+                self._stop_one(name)
+
+    def refresh(self) -> None:
+        wanted = {t.name: t for t in self.services.triggers.list(enabled_only=True)
+                  if not self.only or t.name in self.only}
+        for name, (consumer, thread) in list(self._running.items()):
+            changed = name in wanted and wanted[name].updated_at != consumer.trigger.updated_at
+            if name not in wanted or changed or not thread.is_alive():
+                self._stop_one(name)
+        for name, trigger in wanted.items():
+            if name not in self._running:
+                consumer = TriggerConsumer(trigger, self.services, self.bootstrap)
+                thread = threading.Thread(target=consumer.run, name=f"trigger-{name}", daemon=True)
+                thread.start()
+                self._running[name] = (consumer, thread)
+                log.info("trigger %s: consuming %s for function %s (group %s)", name, ",".join(trigger.topics),
+                         trigger.function, trigger.consumer_group)
+
+    def _stop_one(self, name: str) -> None:
+        consumer, thread = self._running.pop(name)
+        consumer.stop.set()
+        thread.join(timeout=30)
+        log.info("trigger %s: stopped", name)

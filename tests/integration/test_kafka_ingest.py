@@ -1,0 +1,182 @@
+"""Kafka triggers end to end: a real Kafka-protocol broker (Tansu), `taskservice ingest` in a subprocess, and the
+ledger on Postgres + RabbitMQ. The claim under test: every offset lands in exactly one invocation (or, for an
+unusable record, one dead letter), whatever happens to the ingest process."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from taskservice.kafka import KafkaPublisher, ensure_topic
+from taskservice.ledger.models import INVOCATIONS
+from taskservice.services import Services
+from tests.conftest import Backend, ServiceProcess, deploy
+from tests.kafka_broker import KafkaBroker
+
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
+
+class IngestProcess(ServiceProcess):
+    """`taskservice ingest` as production runs it; `kill()` is the SIGKILL the tests inflict."""
+
+    ready_marks = (b"consuming",)
+
+    def __init__(self, backend: Backend, log_path: Path, **overrides: Any) -> None:
+        super().__init__(backend, ["ingest", "--loglevel", "INFO"], log_path, **overrides)
+
+
+@pytest.fixture
+def start_ingest(backend: Backend, kafka_broker: KafkaBroker, tmp_path: Path
+                 ) -> Iterator[Callable[..., IngestProcess]]:
+    started: list[IngestProcess] = []
+
+    def start(**overrides: Any) -> IngestProcess:
+        proc = IngestProcess(backend, tmp_path / f"ingest-{len(started)}.log",
+                             kafka_bootstrap=kafka_broker.bootstrap, **overrides)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def make_trigger(client: FlaskClient, kafka_broker: KafkaBroker, function: str, partitions: int,
+                 **config: Any) -> tuple[str, str]:
+    topic = f"t-{uuid.uuid4().hex[:10]}"
+    ensure_topic(kafka_broker.bootstrap, topic, partitions=partitions)
+    deploy(client, function, "workers.handlers.noop:handler")
+    name = f"tr_{uuid.uuid4().hex[:10]}"
+    body = {"function": function, "topics": [topic], "starting_position": "earliest", "batching_window_s": 0.2,
+            **config}
+    response = client.put(f"/v1/triggers/{name}", json=body)
+    assert response.status_code == 201, response.get_json()
+    return name, topic
+
+
+def produce(kafka_broker: KafkaBroker, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    publisher = KafkaPublisher(kafka_broker.bootstrap)
+    try:
+        for start in range(0, len(messages), 5000):
+            assert publisher.publish_batch(topic, messages[start:start + 5000]) == [None] * len(
+                messages[start:start + 5000])
+    finally:
+        publisher.close()
+
+
+def offsets_in_invocations(services: Services, function: str) -> Counter[tuple[int, int]]:
+    with services.engine.connect() as conn:
+        payloads = conn.execute(select(INVOCATIONS.c.invocation_id, INVOCATIONS.c.payload)
+                                .where(INVOCATIONS.c.function == function)).all()
+    seen: Counter[tuple[int, int]] = Counter()
+    for invocation_id, payload in payloads:
+        records = json.loads(payload)
+        assert invocation_id.endswith(f"_{records[0]['offset']}_{records[-1]['offset']}")
+        seen.update((r["partition"], r["offset"]) for r in records)
+    return seen
+
+
+def invocation_count(services: Services, function: str) -> int:
+    with services.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(INVOCATIONS)
+                                .where(INVOCATIONS.c.function == function)).scalar_one())
+
+
+def wait_for_offsets(services: Services, function: str, total: int, timeout_s: float = 90
+                     ) -> Counter[tuple[int, int]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = offsets_in_invocations(services, function)
+        if sum(seen.values()) >= total or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.5)
+
+
+def messages_for(n: int) -> list[tuple[bytes | None, bytes]]:
+    return [(f"k{i % 97}".encode(), json.dumps({"seq": i}).encode()) for i in range(n)]
+
+
+def assert_exactly_once(seen: Counter[tuple[int, int]], total: int) -> None:
+    twice = [k for k, v in seen.items() if v > 1]
+    assert not twice, f"{len(twice)} offsets in more than one invocation, e.g. {twice[:5]}"
+    assert len(seen) == total, f"{total - len(seen)} offsets missing"
+    for partition in {p for p, _ in seen}:  # contiguous from 0: nothing skipped inside a partition
+        offsets = sorted(o for p, o in seen if p == partition)
+        assert offsets == list(range(len(offsets))), f"partition {partition} has gaps"
+
+
+N = 20_000
+
+
+def test_20000_records_over_3_partitions_each_offset_in_exactly_one_invocation(
+        app_client: FlaskClient, services: Services, kafka_broker: KafkaBroker, fn_name: str,
+        start_ingest: Callable[..., IngestProcess]) -> None:
+    name, topic = make_trigger(app_client, kafka_broker, fn_name, partitions=3, batch_size=100)
+    produce(kafka_broker, topic, messages_for(N))
+    start_ingest()
+    seen = wait_for_offsets(services, fn_name, N)
+    assert_exactly_once(seen, N)
+    assert len({p for p, _ in seen}) == 3
+    assert invocation_count(services, fn_name) >= N // 100
+    deadline = time.monotonic() + 15  # the lag the ingest loop reports reaches 0, visible in the API
+    while (trigger := app_client.get(f"/v1/triggers/{name}").get_json())["lag"]["total"] != 0:
+        assert time.monotonic() < deadline, trigger["lag"]
+        time.sleep(0.5)
+    assert {p["partition"] for p in trigger["lag"]["partitions"]} == {0, 1, 2}
+
+
+def test_sigkill_of_the_ingest_process_5_times_loses_nothing_and_duplicates_nothing(
+        app_client: FlaskClient, services: Services, kafka_broker: KafkaBroker, fn_name: str,
+        start_ingest: Callable[..., IngestProcess]) -> None:
+    _name, topic = make_trigger(app_client, kafka_broker, fn_name, partitions=3, batch_size=100)
+    produce(kafka_broker, topic, messages_for(N))
+    kills = 0
+    while kills < 5:
+        proc = start_ingest()
+        before = invocation_count(services, fn_name)
+        deadline = time.monotonic() + 30
+        while invocation_count(services, fn_name) < before + 15 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.kill()  # mid-run: submissions made, commits not all made
+        kills += 1
+    assert invocation_count(services, fn_name) < N // 100, "the run ended before the last kill: not a test"
+    start_ingest()
+    seen = wait_for_offsets(services, fn_name, N)
+    time.sleep(1.0)  # anything submitted twice would show up now
+    assert_exactly_once(offsets_in_invocations(services, fn_name), N)
+    assert sum(seen.values()) == N
+
+
+def test_bad_records_become_dead_letters_and_the_trigger_keeps_going(
+        app_client: FlaskClient, services: Services, kafka_broker: KafkaBroker, fn_name: str,
+        start_ingest: Callable[..., IngestProcess]) -> None:
+    _name, topic = make_trigger(app_client, kafka_broker, fn_name, partitions=1, batch_size=10)
+    limit = 2048
+    messages: list[tuple[bytes | None, bytes]] = [(None, b'{"ok": 1}'), (None, b"\xff\xfe not utf-8"),
+                                                  (None, b'{"ok": 2}'), (None, b"x" * (limit + 10)),
+                                                  *[(None, json.dumps({"ok": i}).encode()) for i in range(3, 30)]]
+    produce(kafka_broker, topic, messages)
+    start_ingest(max_payload_bytes=limit)
+    seen = wait_for_offsets(services, fn_name, len(messages) - 2, timeout_s=30)
+    assert sorted(o for _, o in seen) == [0, 2, *range(4, len(messages))]
+    assert max(seen.values()) == 1
+    letters = {d["invocationId"]: d for d in app_client.get(f"/v1/dead-letters?function={fn_name}").get_json()[
+        "items"]}
+    bad_utf8 = letters[f"kafka_{topic.replace('-', '-')}_0_1_1"]
+    assert bad_utf8["condition"] == "Invalid" and bad_utf8["errorType"] == "InvalidRecord"
+    record = bad_utf8["record"]
+    assert record["responseContext"]["functionError"] == "InvalidRecord"
+    assert "not UTF-8" in json.loads(record["responsePayload"])["errorMessage"]
+    assert json.loads(record["requestPayload"])[0]["encoding"] == "base64"  # the bytes are kept, for replay
+    too_large = letters[f"kafka_{topic}_0_3_3"]
+    assert too_large["errorType"] == "PayloadTooLarge"
+    assert str(limit) in json.loads(too_large["record"]["responsePayload"])["errorMessage"]
+    assert len(letters) == 2
