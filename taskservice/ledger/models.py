@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -140,7 +141,12 @@ class DeliveryRow(Base):
     """Transactional outbox: written with the terminal transition, delivered by the relay at least once."""
 
     __tablename__ = "destination_deliveries"
-    __table_args__ = (Index("ix_destination_deliveries_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_destination_deliveries_status_next", "status", "next_attempt_at"),
+        # The relay's claim walks pending rows only; without this it filters every delivered row kept for retention.
+        Index("ix_destination_deliveries_pending", "id", postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     invocation_pk: Mapped[int | None] = mapped_column(BigId, index=True)
