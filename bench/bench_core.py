@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and the service i
 from bench import e2e_phase, latency_phase, submission_phase  # noqa: E402
 from bench.machine import background_load, describe_machine  # noqa: E402
 from bench.procs import BenchError  # noqa: E402
-from bench.results import Report  # noqa: E402
+from bench.results import Report, print_report  # noqa: E402
 from bench.rig import REPO, Endpoints, Rig, RunNames  # noqa: E402
 
 
@@ -178,23 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         step("teardown: stopping processes, dropping the database and queues")
         rig.teardown()
-    print_report(info, report, rig.results_dir)
+    print_report("taskservice core benchmark (Postgres + RabbitMQ)", info, report, rig.results_dir,
+                 artifacts="logs, wrk reports, profiles")
     return status
-
-
-def print_report(info: dict[str, str], report: Report, results_dir: Path) -> None:
-    print()
-    print("taskservice core benchmark (Postgres + RabbitMQ)")
-    for key, value in info.items():
-        print(f"  {key:8} {value}")
-    print()
-    print(report.table())
-    if report.notes:
-        print()
-        for note in report.sorted_notes():
-            print(note)
-    report.save(results_dir / "results.json", info)
-    print(f"\nlogs, wrk reports, profiles and results.json: {results_dir}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from bench import bare_producers, outbox_fill, relay_phase  # noqa: E402
 from bench.bench_core import git_revision, step  # noqa: E402
 from bench.machine import background_load, describe_machine  # noqa: E402
 from bench.procs import BenchError  # noqa: E402
-from bench.results import Figure, Report  # noqa: E402
+from bench.results import Figure, Report, print_report  # noqa: E402
 from bench.rig import NOOP_HANDLER, REPO, Endpoints, Rig, RunNames  # noqa: E402
 from tests.kafka_broker import KafkaBroker  # noqa: E402
 
@@ -341,23 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.alarm(0)
         step("teardown: stopping processes and the Kafka broker, dropping the database and queues")
         teardown(rig, targets, kafka)
-    print_report(info, report, results_dir)
+    print_report("taskservice relay benchmark (Postgres + RabbitMQ + Kafka protocol)", info, report, results_dir,
+                 artifacts="logs, profiles")
     return status
-
-
-def print_report(info: dict[str, Any], report: Report, results_dir: Path) -> None:
-    print()
-    print("taskservice relay benchmark (Postgres + RabbitMQ + Kafka protocol)")
-    for key, value in info.items():
-        print(f"  {key:8} {value}")
-    print()
-    print(report.table())
-    if report.notes:
-        print()
-        for note in report.sorted_notes():
-            print(note)
-    report.save(results_dir / "results.json", info)
-    print(f"\nlogs, profiles and results.json: {results_dir}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -73,3 +74,19 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def print_report(title: str, info: dict[str, Any], report: Report, results_dir: Path, *, artifacts: str) -> None:
+    """The run's header, the figures table and the notes, then save results.json beside the run's logs."""
+    print()
+    print(title)
+    for key, value in info.items():
+        print(f"  {key:8} {value}")
+    print()
+    print(report.table())
+    if report.notes:
+        print()
+        for note in report.sorted_notes():
+            print(note)
+    report.save(results_dir / "results.json", info)
+    print(f"\n{artifacts} and results.json: {results_dir}")
