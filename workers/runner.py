@@ -17,6 +17,7 @@ from workers.sandbox import Job, Outcome, preload_module, run_isolated
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 0.5
+STOP_CHECK_S = 0.5  # a stop request reaches a running handler within about this long
 
 
 def retry_delay(attempt: int, base_s: float, max_s: float) -> float:
@@ -36,6 +37,7 @@ class _AttemptHooks:
         self.progress: tuple[float, str] | None = None
         self.last_flush = time.monotonic()
         self.last_heartbeat = time.monotonic()
+        self.last_stop_check = time.monotonic()
 
     def on_log(self, at: str, level: str, message: str) -> None:
         self.logs.append((datetime.fromisoformat(at), level, message))
@@ -69,11 +71,14 @@ class _AttemptHooks:
         pending = bool(self.logs) or self.progress is not None
         if (pending and now - self.last_flush >= FLUSH_EVERY_S) or now - self.last_heartbeat >= self.runner.heartbeat_s:
             status = self.flush()
-            if status is None:
-                return "abandon"  # the lease was taken over: this attempt is no longer ours to finish
-            if status is Status.STOPPING:
-                return "stop"
-        return None
+        elif now - self.last_stop_check >= STOP_CHECK_S:
+            status = self.runner.ledger.current_status(self.pk, self.attempt)
+        else:
+            return None
+        self.last_stop_check = now
+        if status not in (Status.RUNNING, Status.STOPPING):
+            return "abandon"  # the lease was taken over: this attempt is no longer ours to finish
+        return "stop" if status is Status.STOPPING else None
 
 
 class Runner:

@@ -81,6 +81,13 @@ class LedgerQueries:
             row = conn.execute(select(INVOCATIONS).where(INVOCATIONS.c.id == pk)).first()
         return None if row is None else Invocation.from_row(row)
 
+    def current_status(self, pk: int, attempt: int) -> Status | None:
+        """The status of attempt `attempt`; None once another attempt (or nobody) owns the invocation."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(INVOCATIONS.c.status).where(INVOCATIONS.c.id == pk,
+                                                                  INVOCATIONS.c.attempts == attempt)).first()
+        return None if row is None else Status(row.status)
+
     def list_invocations(self, flt: InvocationFilter, *, limit: int = 50, cursor: str | None = None) -> Page:
         """Newest first by primary key: keyset pagination that stays fast however deep the page."""
         query = select(INVOCATIONS).order_by(INVOCATIONS.c.id.desc()).limit(limit + 1)

@@ -156,3 +156,24 @@ def test_concurrency_limit_holds(app_client: FlaskClient, services: Services, sh
     first, second = sorted(done, key=lambda i: i.started_at)
     assert second.started_at >= first.finished_at  # never both running
 
+
+
+def test_stopping_a_running_invocation_kills_its_process_tree(app_client: FlaskClient, services: Services,
+                                                              shared_worker: WorkerProcess, fn_name: str,
+                                                              tmp_path: Path) -> None:
+    deploy(app_client, fn_name, "tests.handlers:spawn_and_hang", on_failure=None)
+    pids = tmp_path / "pids"
+    iid = submit(app_client, fn_name, {"pids": str(pids)})
+    wait_for_status(services, fn_name, iid, {"Running"})
+    deadline = time.monotonic() + 10
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    answer = app_client.post(f"/v1/functions/{fn_name}/invocations/{iid}/stop")
+    assert answer.status_code == 202 and answer.get_json()["status"] == "Stopping"
+    inv = wait_for_status(services, fn_name, iid, {"Stopped"}, timeout_s=10)
+    assert inv.condition == "Stopped" and inv.attempts == 1
+    for pid in map(int, pids.read_text().split()):
+        assert process_gone(pid), f"process {pid} outlived the stop"
+    assert [t.to_status.value for t in services.ledger.transitions(inv.pk)][-2:] == ["Stopping", "Stopped"]
+    letters = app_client.get(f"/v1/dead-letters?function={fn_name}").get_json()["items"]
+    assert [d["condition"] for d in letters] == ["Stopped"]
