@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -29,8 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and the service i
 
 from bench import e2e_phase, latency_phase, submission_phase  # noqa: E402
 from bench.machine import background_load, describe_machine  # noqa: E402
-from bench.procs import BenchError  # noqa: E402
-from bench.results import Report, print_report  # noqa: E402
+from bench.results import Report, guarded_run, print_report  # noqa: E402
 from bench.rig import REPO, Endpoints, Rig, RunNames  # noqa: E402
 
 
@@ -158,26 +156,20 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = REPO / "bench" / "results" / names.run_id
     results_dir.mkdir(parents=True, exist_ok=True)
     rig = Rig(endpoints, names, results_dir)
-    status = 0
     info: dict[str, str] = {}
-    try:
+
+    def body() -> None:
         step(f"setup: database {names.database}, queues bench.{names.run_id}.*, results in {results_dir}")
         idle_load = background_load()
         rig.setup()
-        info = header(rig, args, idle_load)
+        info.update(header(rig, args, idle_load))
         run_phases(rig, plan, args, report)
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping everything the bench started", file=sys.stderr)
-        status = 130
-    except BenchError as exc:
-        print(f"\nbench failed: {exc}", file=sys.stderr)
-        status = 1
-    except Exception:  # still tear down and print what was measured before the failure
-        traceback.print_exc()
-        status = 1
-    finally:
+
+    def teardown() -> None:
         step("teardown: stopping processes, dropping the database and queues")
         rig.teardown()
+
+    status = guarded_run(body, teardown)
     print_report("taskservice core benchmark (Postgres + RabbitMQ)", info, report, rig.results_dir,
                  artifacts="logs, wrk reports, profiles")
     return status

@@ -20,7 +20,6 @@ import json
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +33,7 @@ from bench import bare_producers, outbox_fill, relay_phase  # noqa: E402
 from bench.bench_core import git_revision, step  # noqa: E402
 from bench.machine import background_load, describe_machine  # noqa: E402
 from bench.procs import BenchError  # noqa: E402
-from bench.results import Figure, Report, print_report  # noqa: E402
+from bench.results import Figure, Report, guarded_run, print_report  # noqa: E402
 from bench.rig import NOOP_HANDLER, REPO, Endpoints, Rig, RunNames  # noqa: E402
 from tests.kafka_broker import KafkaBroker  # noqa: E402
 
@@ -317,30 +316,23 @@ def main(argv: list[str] | None = None) -> int:
     targets = Targets.for_run(names.run_id)
     report = Report()
     info: dict[str, str] = {}
-    status = 0
     signal.alarm(args.max_seconds)
-    try:
+    def body() -> None:
         step(f"setup: database {names.database}, queues and topics bench.{names.run_id}.*, results in {results_dir}")
         idle_load = background_load()
         rig.setup()
         kafka.start()
-        info = header(rig, plan, kafka, idle_load)
+        info.update(header(rig, plan, kafka, idle_load))
         uris = register_functions(rig, targets)
         queue_phase(rig, plan, targets, uris, kafka, report)
         kafka_phase(rig, plan, targets, uris, kafka, report)
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping everything the bench started", file=sys.stderr)
-        status = 130
-    except BenchError as exc:
-        print(f"\nbench failed: {exc}", file=sys.stderr)
-        status = 1
-    except Exception:  # still tear down and print what was measured before the failure
-        traceback.print_exc()
-        status = 1
-    finally:
+
+    def teardown_all() -> None:
         signal.alarm(0)
         step("teardown: stopping processes and the Kafka broker, dropping the database and queues")
         teardown(rig, targets, kafka)
+
+    status = guarded_run(body, teardown_all)
     print_report("taskservice relay benchmark (Postgres + RabbitMQ + Kafka protocol)", info, report, results_dir,
                  artifacts="logs, profiles")
     return status

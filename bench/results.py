@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import sys
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,3 +92,25 @@ def print_report(title: str, info: dict[str, Any], report: Report, results_dir: 
             print(note)
     report.save(results_dir / "results.json", info)
     print(f"\n{artifacts} and results.json: {results_dir}")
+
+
+def guarded_run(body: Callable[[], None], teardown: Callable[[], None]) -> int:
+    """Run a bench's phases and always tear down, keeping what was measured before a failure; returns the exit
+    status (130 after Ctrl-C, 1 after an error)."""
+    from bench.procs import BenchError
+
+    status = 0
+    try:
+        body()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything the bench started", file=sys.stderr)
+        status = 130
+    except BenchError as exc:
+        print(f"\nbench failed: {exc}", file=sys.stderr)
+        status = 1
+    except Exception:  # still tear down and print what was measured before the failure
+        traceback.print_exc()
+        status = 1
+    finally:
+        teardown()
+    return status
