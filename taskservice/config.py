@@ -44,6 +44,9 @@ class Settings(BaseModel):
     relay_backoff_base_s: float = Field(default=1.0, ge=0, le=3600)
     relay_backoff_max_s: float = Field(default=300.0, ge=0, le=86400)
     relay_max_attempts: int = Field(default=100, ge=1, le=100000)
+    auth: bool = Field(default=True, description="require API tokens and console sign-in (dev runs open)")
+    secret_key: str = Field(default="", description="signs console sessions; set the same value on every API "
+                                                    "machine (default: generated once into the data dir)")
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_workers: int = Field(default=0, ge=0, le=256, description="0 = 2 x cores + 1")

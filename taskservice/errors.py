@@ -104,6 +104,22 @@ class DuplicateInvocation(Conflict):
 
 
 # --- ledger -------------------------------------------------------------------------------------------------------
+class NotRetryable(Conflict):
+    """Retry of an invocation that has not ended, or of a Succeeded one without asking for it explicitly."""
+
+    code = "NotRetryable"
+
+
+class Forbidden(RequestError):
+    code = "Forbidden"
+    http_status = 403
+
+
+class Unauthorized(RequestError):
+    code = "Unauthorized"
+    http_status = 401
+
+
 class LedgerError(TaskServiceError):
     code = "LedgerError"
 

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from taskservice.config import Settings
+from taskservice.control import TaskControl
 from taskservice.db import make_engine
 from taskservice.dispatch import Dispatcher, make_celery
 from taskservice.ledger import Ledger
 from taskservice.ledger.dead_letters import DeadLetterStore
 from taskservice.ledger.outbox import Outbox
+from taskservice.ledger.tokens import TokenStore
 from taskservice.ledger.triggers import TriggerStore
 from taskservice.replay import Replayer
 from taskservice.submission import Submitter
@@ -34,6 +36,8 @@ class Services:
     triggers: TriggerStore
     dead_letters: DeadLetterStore
     replayer: Replayer
+    control: TaskControl
+    tokens: TokenStore
 
     @classmethod
     def build(cls, settings: Settings, *, dispatcher: Dispatcher | None = None) -> Services:
@@ -46,7 +50,8 @@ class Services:
         dead_letters = DeadLetterStore(engine)
         return cls(settings=settings, engine=engine, ledger=ledger, dispatcher=dispatcher, submitter=submitter,
                    outbox=Outbox(engine), triggers=TriggerStore(engine), dead_letters=dead_letters,
-                   replayer=Replayer(ledger, dead_letters, submitter))
+                   replayer=Replayer(ledger, dead_letters, submitter), control=TaskControl(ledger, dispatcher),
+                   tokens=TokenStore(engine))
 
     def close(self) -> None:
         self.engine.dispose()

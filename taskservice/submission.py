@@ -53,14 +53,15 @@ class Submitter:
         self.max_payload_bytes = max_payload_bytes
 
     def submit(self, function: str, payload: Any, *, invocation_id: str | None = None,
-               replay_of: str | None = None) -> Invocation:
+               replay_of: str | None = None, parent_pk: int | None = None) -> Invocation:
         """Record and dispatch one invocation. Raises DuplicateInvocation (409) when the id is taken.
-        `replay_of` links a replay to the request id of the failure it re-runs."""
+        `replay_of` links a replay to the request id of the failure it re-runs; `parent_pk` a fan-out child to the
+        invocation that submitted it."""
         check_function_name(function)
         invocation_id = new_invocation_id() if invocation_id is None else check_invocation_id(invocation_id)
         text = encode_payload(payload, self.max_payload_bytes)
         invocation = self.ledger.create_invocation(function, invocation_id, str(uuid.uuid4()), text,
-                                                   replay_of=replay_of)
+                                                   replay_of=replay_of, parent_pk=parent_pk)
         try:
             self.dispatcher.ring(invocation.pk)
         except DispatchError as exc:

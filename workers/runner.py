@@ -47,7 +47,7 @@ class _AttemptHooks:
 
     def on_submit(self, function: str, payload: Any, invocation_id: str | None) -> dict[str, Any]:
         try:
-            child = self.runner.submitter.submit(function, payload, invocation_id=invocation_id)
+            child = self.runner.submitter.submit(function, payload, invocation_id=invocation_id, parent_pk=self.pk)
         except TaskServiceError as exc:
             existing = getattr(exc, "existing", None)
             return {"error": {"code": exc.code, "message": exc.message}, "existing": existing}
@@ -140,7 +140,8 @@ class Runner:
             return "stopped"
         delay = retry_delay(attempt, self.retry_base_s, self.retry_max_s)
         moved = self.ledger.fail(pk, attempt, error_type=outcome.error_type, error=outcome.error,
-                                 max_retries=claim.function.max_retries, retry_delay_s=delay)
+                                 max_retries=claim.function.max_retries, retry_delay_s=delay,
+                                 retry_base=claim.invocation.retry_base)
         if moved is not None and moved.status is Status.RETRYING:
             self._ring(pk, delay_s=delay)
             return "retrying"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from taskservice.api.auth import register_api_auth
 from taskservice.api.dead_letters import dead_letters_api
 from taskservice.api.errors import register_error_handlers
 from taskservice.api.functions import functions_api
@@ -12,6 +13,7 @@ from taskservice.api.triggers import triggers_api
 
 
 def register_api(app: Flask) -> None:
+    register_api_auth(app)
     app.register_blueprint(health_api)
     app.register_blueprint(functions_api)
     app.register_blueprint(invocations_api)

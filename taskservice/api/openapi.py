@@ -37,6 +37,17 @@ _RECORD = {"type": "object", "description": "a destination record in Function Co
     "timestamp": {"type": "integer"}, "requestContext": {"type": "object"}, "requestPayload": {"type": "string"},
     "responseContext": {"type": "object"}, "responsePayload": {"type": "string"}}}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_BULK_FILTER = {"type": "object", "additionalProperties": False,
+                "description": "at least one of function, status, prefix, since, until", "properties": {
+                    "function": {"type": "string", "pattern": FUNCTION_NAME.pattern},
+                    "status": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                    "prefix": {"type": "string", "maxLength": 128},
+                    "since": {"type": ["string", "integer"], "description": "ISO 8601 or epoch ms"},
+                    "until": {"type": ["string", "integer"], "description": "ISO 8601 or epoch ms"},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10000}}}
+_BULK_RESULT = {"type": "object", "properties": {
+    "changed": {"type": "integer"}, "items": {"type": "array", "items": {"type": "object"}},
+    "refused": {"type": "array", "items": {"type": "object"}}}}
 
 
 def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
@@ -115,6 +126,29 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
                           "409": {"description": "already ended",
                                   "content": {"application/json": {"schema": _ERROR}}},
                           **_errors(400, 404)}}},
+        "/v1/functions/{name}/invocations/{invocation_id}/retry": {"parameters": [_NAME, _ID], "post": {
+            "summary": "Re-run an ended invocation under the same id as a new attempt",
+            "description": "Failed, Stopped, Expired and Invalid invocations; Succeeded ones only with "
+                           '{"includeSucceeded": true}. The history keeps every attempt with its logs.',
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"includeSucceeded": {"type": "boolean", "default": False}}}}}},
+            "responses": {"202": _json(_ref("InvocationSummary"), "enqueued again"),
+                          "409": {"description": "not ended, or Succeeded without includeSucceeded",
+                                  "content": {"application/json": {"schema": _ERROR}}},
+                          **_errors(400, 404, 415)}}},
+        "/v1/invocations/stop": {"post": {
+            "summary": "Stop every invocation the filter selects that has not ended",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _BULK_FILTER}}},
+            "responses": {"200": _json(_BULK_RESULT, "what was stopped and what was refused"),
+                          **_errors(400, 415)}}},
+        "/v1/invocations/retry": {"post": {
+            "summary": "Retry every ended invocation the filter selects",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                **_BULK_FILTER, "properties": {**_BULK_FILTER["properties"],  # type: ignore[dict-item]
+                                               "includeSucceeded": {"type": "boolean", "default": False}}}}}},
+            "responses": {"200": _json(_BULK_RESULT, "what was retried and what was refused"),
+                          **_errors(400, 415)}}},
         "/v1/functions/{name}/invocations/{invocation_id}/logs": {"parameters": [_NAME, _ID], "get": {
             "summary": "The invocation's log lines, oldest first",
             "parameters": [{"name": "attempt", "in": "query", "schema": {"type": "integer", "minimum": 1}}],

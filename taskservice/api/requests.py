@@ -8,6 +8,9 @@ from typing import Any
 from flask import Request
 
 from taskservice.errors import InvalidQuery, MalformedJSON, PayloadTooLarge, UnsupportedMediaType
+from taskservice.ledger.queries import InvocationFilter
+from taskservice.ledger.states import Status
+from taskservice.specs import check_function_name
 
 _NO_BODY = object()
 
@@ -49,11 +52,34 @@ def int_arg(args: Any, name: str, default: int, low: int, high: int) -> int:
     return number
 
 
+def invocation_filter(args: Any, statuses: list[str]) -> InvocationFilter:
+    """The invocation filter shared by the list, bulk stop and bulk retry: from query parameters or a JSON body
+    (`args` needs only `.get`; `statuses` may hold comma-separated values)."""
+    function = args.get("function") or None
+    if function is not None:
+        check_function_name(function)
+    parsed = []
+    for value in [s.strip() for raw in statuses for s in str(raw).split(",") if s.strip()]:
+        try:
+            parsed.append(Status(value))
+        except ValueError:
+            raise InvalidQuery(f"unknown status {value!r}; one of {', '.join(s.value for s in Status)}") from None
+    prefix = args.get("prefix") or None
+    if prefix is not None and (not isinstance(prefix, str) or len(prefix) > 128):
+        raise InvalidQuery("prefix must be a string no longer than an invocation id can be (128)")
+    return InvocationFilter(function=function, statuses=tuple(parsed), prefix=prefix,
+                            since=time_arg(args, "since"), until=time_arg(args, "until"))
+
+
 def time_arg(args: Any, name: str) -> datetime | None:
     """ISO 8601 (naive means UTC) or epoch milliseconds."""
     value = args.get(name)
     if value is None or value == "":
         return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidQuery(f"{name} must be ISO 8601 or epoch milliseconds, not {value!r}")
     try:
         if value.isdigit():
             return datetime.fromtimestamp(int(value) / 1000, timezone.utc)

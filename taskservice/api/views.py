@@ -5,7 +5,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from taskservice.control import BulkResult
 from taskservice.ledger.outbox import Delivery
+from taskservice.ledger.queries import LedgerQueries
 from taskservice.ledger.records import DeadLetter, Function, Invocation, LogLine, Transition
 from taskservice.ledger.triggers import Trigger
 
@@ -54,6 +56,19 @@ def invocation_view(inv: Invocation, *, payload: bool = True) -> dict[str, Any]:
     if payload:
         view["payload"] = _decoded(inv.payload)
     return view
+
+
+def family_view(ledger: LedgerQueries, inv: Invocation) -> dict[str, Any]:
+    """The fan-out family of one invocation: who submitted it, and what it submitted."""
+    parent = None if inv.parent_pk is None else ledger.get_by_pk(inv.parent_pk)
+    return {"parent": None if parent is None else submitted_view(parent),
+            "children": [{**submitted_view(c), "progress": {"percent": c.progress_percent}}
+                         for c in ledger.children(inv.pk)]}
+
+
+def bulk_view(result: BulkResult) -> dict[str, Any]:
+    return {"changed": len(result.changed), "items": [submitted_view(i) for i in result.changed],
+            "refused": [{**submitted_view(i), "reason": reason} for i, reason in result.refused]}
 
 
 def delivery_view(d: Delivery) -> dict[str, Any]:

@@ -103,8 +103,10 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True, help="Handler processes.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the embedded ledger, broker and objects live (default ./var).")
-def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
-    """API, worker and relay in one command, on the embedded default unless TASKSERVICE_* says otherwise."""
+@click.option("--auth", is_flag=True, help="Require tokens and console sign-in, as `taskservice api` does.")
+def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool) -> None:
+    """API, console, worker and relay in one command, on the embedded default unless TASKSERVICE_* says otherwise.
+    Open (no sign-in) and bound to 127.0.0.1 unless --auth."""
     from taskservice import create_app
     from taskservice.api.server import serve_dev
 
@@ -125,7 +127,7 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
     for name, proc in children.items():
         threading.Thread(target=_exit_when_child_dies, args=(name, proc, stopping), daemon=True).start()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = create_app(settings)
+    app = create_app(settings.merged(auth=auth))
 
     def banner(bound_port: int) -> None:
         base = f"http://127.0.0.1:{bound_port}"
@@ -140,7 +142,11 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None) -> None:
         click.echo(f"  relay     delivering destination records, pid {children['relay'].pid}")
         if "ingest" in children:
             click.echo(f"  ingest    Kafka triggers from {settings.kafka_bootstrap}, pid {children['ingest'].pid}")
-        click.echo("  open mode: no authentication, bound to 127.0.0.1 only. Ctrl-C stops everything.")
+        click.echo(f"  console   {base}/")
+        if auth:
+            click.echo("  auth      tokens required (taskservice tokens create NAME); bound to 127.0.0.1 only")
+        else:
+            click.echo("  open mode: no authentication, bound to 127.0.0.1 only. Ctrl-C stops everything.")
         click.echo(f"  try:      TASKSERVICE_API_URL={base} taskservice functions deploy demo "
                    "--handler workers.handlers.sleep:handler")
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from taskservice.errors import DuplicateInvocation, FunctionNotFound
+from taskservice.errors import DuplicateInvocation, FunctionNotFound, InvocationNotFound, NotRetryable
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
 from taskservice.ledger.outbox import record_outcome
 from taskservice.ledger.queries import LedgerQueries
@@ -72,9 +72,10 @@ class Ledger(LedgerQueries):
 
     # --- submission -----------------------------------------------------------------------------------------------
     def create_invocation(self, function: str, invocation_id: str, request_id: str, payload: str, *,
-                          replay_of: str | None = None) -> Invocation:
+                          replay_of: str | None = None, parent_pk: int | None = None) -> Invocation:
         """Insert a new Enqueued invocation; the unique (function, invocation_id) index decides duplicates.
-        `replay_of` is the request id of the failure this invocation replays, if it is one."""
+        `replay_of` is the request id of the failure this invocation replays, if it is one; `parent_pk` the
+        invocation that fanned it out."""
         now = utcnow()
         try:
             with self.engine.begin() as conn:
@@ -82,7 +83,8 @@ class Ledger(LedgerQueries):
                 pk = conn.execute(_INSERT_INVOCATION, {
                     "function": function, "invocation_id": invocation_id, "request_id": request_id,
                     "status": Status.ENQUEUED, "payload": payload, "attempts": 0, "log_lines": 0, "created_at": now,
-                    "updated_at": now, "dispatched_at": now, "replay_of": replay_of}).scalar_one()
+                    "updated_at": now, "dispatched_at": now, "replay_of": replay_of,
+                    "parent_pk": parent_pk, "retry_base": 0}).scalar_one()
                 conn.execute(_INSERT_TRANSITION, {"invocation_pk": pk, "from_status": None,
                                                   "to_status": Status.ENQUEUED, "attempt": 0, "reason": "submitted",
                                                   "at": now})
@@ -97,7 +99,8 @@ class Ledger(LedgerQueries):
                           status=Status.ENQUEUED, payload=payload, result=None, error=None, error_type=None,
                           condition=None, attempts=0, created_at=now, started_at=None, finished_at=None,
                           not_before=None, lease_expires_at=None, heartbeat_at=None, worker=None,
-                          progress_percent=None, progress_message=None, log_lines=0, replay_of=replay_of)
+                          progress_percent=None, progress_message=None, log_lines=0, replay_of=replay_of,
+                          parent_pk=parent_pk)
 
     def _require_function(self, conn: Connection, function: str) -> None:
         """404 for an unknown function. A function seen in the last few seconds is not looked up again: a
@@ -170,7 +173,7 @@ class Ledger(LedgerQueries):
                                   known=known, error_type="FunctionNotFound",
                                   error=f"function {row.function!r} no longer exists")
             fn = Function(**{name: row._mapping[f"fn_{name}"] for name in Function.__dataclass_fields__})
-            if now - row.created_at > timedelta(seconds=fn.max_event_age_s):
+            if now - (row.resubmitted_at or row.created_at) > timedelta(seconds=fn.max_event_age_s):
                 return self._move(conn, pk, Status.EXPIRED, reason="max event age exceeded before start",
                                   known=known, condition="EventAgeExceeded", error_type="EventAgeExceeded",
                                   error=f"waited longer than max_event_age_s={fn.max_event_age_s}")
@@ -234,11 +237,12 @@ class Ledger(LedgerQueries):
                               result=text, error=None, error_type=None, condition="", progress_percent=100.0)
 
     def fail(self, pk: int, attempt: int, *, error_type: str, error: str, max_retries: int, retry_delay_s: float,
-             reason: str = "handler failed") -> Invocation | None:
-        """Record a failed attempt: Retrying with a not_before while retries remain, else Failed."""
+             retry_base: int = 0, reason: str = "handler failed") -> Invocation | None:
+        """Record a failed attempt: Retrying with a not_before while retries remain, else Failed. Attempts before
+        `retry_base` belong to earlier runs (before a manual retry) and do not use up this run's retries."""
         now = utcnow()
         with self.engine.begin() as conn:
-            if attempt <= max_retries:
+            if attempt - retry_base <= max_retries:
                 return self._move(conn, pk, Status.RETRYING, reason=f"{reason}: {error_type}",
                                   known=(Status.RUNNING, attempt), error_type=error_type, error=error,
                                   lease_expires_at=None, not_before=now + timedelta(seconds=retry_delay_s),
@@ -275,6 +279,31 @@ class Ledger(LedgerQueries):
                               expect={Status.STOPPING}, attempt=attempt, condition="Stopped", error_type="Stopped",
                               error="stopped on request")
 
+    def retry(self, pk: int, *, include_succeeded: bool = False) -> Invocation:
+        """Re-run an ended invocation under the same id as a new run: a fresh retry budget and event age, the
+        result and error of the last run cleared (transitions and per-attempt logs keep them). The caller rings the
+        doorbell. Conflict unless it has ended (and, for Succeeded, unless asked explicitly)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(INVOCATIONS.c.status, INVOCATIONS.c.attempts)
+                               .where(INVOCATIONS.c.id == pk)).first()
+            if row is None:
+                raise InvocationNotFound(f"invocation {pk} no longer exists")
+            status = Status(row.status)
+            if status not in TERMINAL:
+                raise NotRetryable(f"only an ended invocation can be retried; this one is {status.value}")
+            if status is Status.SUCCEEDED and not include_succeeded:
+                raise NotRetryable("this invocation Succeeded; retry it explicitly (succeeded=true / "
+                                   "--include-succeeded) to run it again")
+            moved = self._move(conn, pk, Status.ENQUEUED, reason=f"retried after {status.value}",
+                               known=(status, row.attempts), retry_base=row.attempts, resubmitted_at=now,
+                               dispatched_at=now, not_before=None, finished_at=None, lease_expires_at=None,
+                               result=None, error=None, error_type=None, condition=None, worker=None,
+                               progress_percent=None, progress_message=None)
+        if moved is None:  # another retry won the race
+            raise NotRetryable("this invocation was retried by someone else at the same moment")
+        return moved
+
     def defer(self, pk: int, delay_s: float) -> None:
         """Push a waiting invocation's earliest start back without a status change (concurrency limit)."""
         with self.engine.begin() as conn:
@@ -289,7 +318,7 @@ class Ledger(LedgerQueries):
         now = utcnow()
         with self.engine.begin() as conn:
             lapsed = conn.execute(select(INVOCATIONS.c.id, INVOCATIONS.c.attempts, INVOCATIONS.c.status,
-                                         FUNCTIONS.c.max_retries)
+                                         INVOCATIONS.c.retry_base, FUNCTIONS.c.max_retries)
                                   .outerjoin(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
                                   .where(INVOCATIONS.c.status.in_([Status.RUNNING, Status.STOPPING]),
                                          INVOCATIONS.c.lease_expires_at < now).limit(batch)).all()
@@ -298,7 +327,7 @@ class Ledger(LedgerQueries):
                 if Status(row.status) is Status.STOPPING:
                     moved = self._move(conn, row.id, Status.STOPPED, reason="lease lapsed while stopping",
                                        expect={Status.STOPPING}, attempt=row.attempts, condition="Stopped")
-                elif row.max_retries is not None and row.attempts <= row.max_retries:
+                elif row.max_retries is not None and row.attempts - row.retry_base <= row.max_retries:
                     moved = self._move(conn, row.id, Status.RETRYING, reason="lease lapsed", expect={Status.RUNNING},
                                        attempt=row.attempts, error_type="WorkerLost", error=error,
                                        lease_expires_at=None, not_before=now, dispatched_at=now)
@@ -312,8 +341,8 @@ class Ledger(LedgerQueries):
         with self.engine.begin() as conn:
             # A waiting invocation whose doorbell never left (publish failed: dispatched_at NULL) or left long ago
             # (lost with a crashed broker or worker) is rung again; the claim makes the extra message harmless.
-            waiting = conn.execute(select(INVOCATIONS.c.id, INVOCATIONS.c.created_at, INVOCATIONS.c.not_before,
-                                          FUNCTIONS.c.max_event_age_s)
+            waiting = conn.execute(select(INVOCATIONS.c.id, INVOCATIONS.c.created_at, INVOCATIONS.c.resubmitted_at,
+                                          INVOCATIONS.c.not_before, FUNCTIONS.c.max_event_age_s)
                                    .outerjoin(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
                                    .where(INVOCATIONS.c.status.in_(WAITING), or_(
                                        INVOCATIONS.c.dispatched_at.is_(None),
@@ -321,7 +350,8 @@ class Ledger(LedgerQueries):
                                    .order_by(INVOCATIONS.c.id).limit(batch)).all()
             lost = []
             for row in waiting:
-                if row.max_event_age_s is not None and now - row.created_at > timedelta(seconds=row.max_event_age_s):
+                age = now - (row.resubmitted_at or row.created_at)
+                if row.max_event_age_s is not None and age > timedelta(seconds=row.max_event_age_s):
                     report.expired += self._move(
                         conn, row.id, Status.EXPIRED, reason="max event age exceeded while waiting", expect=WAITING,
                         condition="EventAgeExceeded", error_type="EventAgeExceeded",

@@ -83,6 +83,9 @@ class InvocationRow(Base):
         Index("ix_invocations_status_lease", "status", "lease_expires_at"),
         Index("ix_invocations_function_id", "function", "id"),
         Index("ix_invocations_created_at", "created_at"),
+        # The console's list and per-status counts walk these newest-first, whatever the filter.
+        Index("ix_invocations_status_id", "status", "id"),
+        Index("ix_invocations_function_status_id", "function", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -110,6 +113,12 @@ class InvocationRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # A replay (of a dead letter or an external failure record) names the request it re-runs, for the console.
     replay_of: Mapped[str | None] = mapped_column(String(64))
+    # Fan-out: a child submitted through context.submit names its parent, so stopping the parent reaches it.
+    parent_pk: Mapped[int | None] = mapped_column(BigId, ForeignKey("invocations.id", ondelete="SET NULL"),
+                                                  index=True)
+    # A manual retry starts a new run: its retries are counted from retry_base and its event age from resubmitted_at.
+    retry_base: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    resubmitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TransitionRow(Base):
@@ -204,6 +213,20 @@ class TriggerRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ApiTokenRow(Base):
+    """An access token for the API and the console. Only its SHA-256 is stored; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 # Core table handles for the ledger's set-based statements (conditional UPDATEs, bulk inserts).
 FUNCTIONS = cast(Table, FunctionRow.__table__)
 INVOCATIONS = cast(Table, InvocationRow.__table__)
@@ -212,3 +235,4 @@ LOGS = cast(Table, LogLineRow.__table__)
 DELIVERIES = cast(Table, DeliveryRow.__table__)
 DEAD_LETTERS = cast(Table, DeadLetterRow.__table__)
 TRIGGERS = cast(Table, TriggerRow.__table__)
+API_TOKENS = cast(Table, ApiTokenRow.__table__)

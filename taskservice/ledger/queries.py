@@ -81,6 +81,13 @@ class LedgerQueries:
             row = conn.execute(select(INVOCATIONS).where(INVOCATIONS.c.id == pk)).first()
         return None if row is None else Invocation.from_row(row)
 
+    def children(self, pk: int) -> list[Invocation]:
+        """Invocations fanned out by `pk`, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(INVOCATIONS).where(INVOCATIONS.c.parent_pk == pk)
+                                .order_by(INVOCATIONS.c.id)).all()
+        return [Invocation.from_row(r) for r in rows]
+
     def current_status(self, pk: int, attempt: int) -> Status | None:
         """The status of attempt `attempt`; None once another attempt (or nobody) owns the invocation."""
         with self.engine.connect() as conn:

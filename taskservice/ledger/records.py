@@ -51,6 +51,9 @@ class Invocation:
     progress_message: str | None
     log_lines: int
     replay_of: str | None = None
+    parent_pk: int | None = None
+    retry_base: int = 0
+    resubmitted_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Invocation:
