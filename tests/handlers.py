@@ -67,3 +67,10 @@ def record_sink(event: dict[str, Any], context: Any) -> str:
     with open(original["sink_file"], "a") as fh:
         fh.write(json.dumps(event) + "\n")
     return event["requestContext"]["requestId"]
+
+
+def fan_out_then_hang(event: dict[str, Any], context: Any) -> None:
+    """Submits event["count"] children of event["child"], then waits like a parent collecting results would."""
+    for n in range(int(event["count"])):
+        context.submit(event["child"], event.get("child_event", {}), invocation_id=f"{context.invocation_id}-{n}")
+    time.sleep(300)
