@@ -6,8 +6,15 @@ import json
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from taskservice.storage import Storage
+
+TERMINAL = frozenset({"Succeeded", "Failed", "Stopped", "Expired", "Invalid"})
 
 
 class Channel:
@@ -58,10 +65,21 @@ class SubmissionRefused(Exception):
         self.existing = existing
 
 
+class InvalidEvent(Exception):
+    """Raise from a handler when the event itself is wrong (a bad key, an unsafe input): the invocation ends
+    Invalid at once instead of being retried, since no retry could ever succeed."""
+
+
+class StopRequested(Exception):
+    """Raised by `Context.wait_for` when the worker asked this attempt to stop while it waited for children."""
+
+
 class Context:
     def __init__(self, channel: Channel, *, request_id: str, invocation_id: str, function: str, attempt: int,
-                 timeout_s: int) -> None:
+                 timeout_s: int, storage_url: str = "") -> None:
         self._channel = channel
+        self._storage_url = storage_url
+        self._storage: Storage | None = None
         self.request_id = request_id
         self.invocation_id = invocation_id
         self.function = function
@@ -93,6 +111,45 @@ class Context:
         if "error" in reply:
             raise SubmissionRefused(reply["error"]["code"], reply["error"]["message"], reply.get("existing"))
         return reply
+
+    def children_status(self, children: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """One ledger read of this invocation's children, given as (function, invocation id) pairs: each answer
+        has invocationId, function, status, attempts, progress, result, error and errorType."""
+        reply = self._channel.call({"t": "children", "children": [list(c) for c in children]})
+        if "error" in reply:
+            raise SubmissionRefused(reply["error"]["code"], reply["error"]["message"])
+        items: list[dict[str, Any]] = reply["items"]
+        return items
+
+    def wait_for(self, children: Sequence[tuple[str, str]], *, poll_s: float = 0.5,
+                 on_progress: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+        """Wait until every child has ended; returns their final status documents, in the given order.
+
+        A waiting parent keeps its worker slot (one process, mostly asleep), so a worker pool must have more slots
+        than parents waiting at once, or the children never start. Raises StopRequested promptly once this
+        attempt is asked to stop (the stop itself cascades to the children through the ledger)."""
+        while True:
+            if self.stopping:
+                raise StopRequested("stop requested while waiting for child invocations")
+            items = self.children_status(children)
+            if on_progress is not None:
+                on_progress(items)
+            if all(item["status"] in TERMINAL for item in items):
+                return items
+            deadline = time.monotonic() + poll_s
+            while time.monotonic() < deadline and not self.stopping:
+                time.sleep(0.05)
+
+    @property
+    def storage(self) -> Storage:
+        """The service's object storage (TASKSERVICE_STORAGE_URL), opened in this process on first use."""
+        if self._storage is None:
+            from taskservice.storage import open_storage
+
+            if not self._storage_url:
+                raise RuntimeError("this worker has no object storage configured")
+            self._storage = open_storage(self._storage_url)
+        return self._storage
 
     @property
     def pid(self) -> int:

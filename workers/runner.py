@@ -1,6 +1,7 @@
 """Claim → run → persist, for one doorbell. The only worker code that talks to the ledger about an attempt."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import datetime
@@ -54,6 +55,20 @@ class _AttemptHooks:
         return {"invocationId": child.invocation_id, "requestId": child.request_id, "function": child.function,
                 "status": child.status.value}
 
+    def on_children(self, children: list[list[str]]) -> dict[str, Any]:
+        """Statuses of this invocation's own children (a parent waiting for its fan-out polls this)."""
+        items = []
+        for function, invocation_id in children:
+            child = self.runner.ledger.find_invocation(function, invocation_id)
+            if child is None or child.parent_pk != self.pk:
+                return {"error": {"code": "NotAChild",
+                                  "message": f"{function}/{invocation_id} is not a child of this invocation"}}
+            items.append({"invocationId": child.invocation_id, "function": child.function,
+                          "status": child.status.value, "attempts": child.attempts,
+                          "progress": child.progress_percent, "errorType": child.error_type, "error": child.error,
+                          "result": None if child.result is None else json.loads(child.result)})
+        return {"items": items}
+
     def flush_logs(self) -> None:
         self.runner.ledger.append_logs(self.pk, self.attempt, self.logs)
         self.logs = []
@@ -83,7 +98,8 @@ class _AttemptHooks:
 
 class Runner:
     def __init__(self, ledger: Ledger, dispatcher: Dispatcher, submitter: Submitter, *, worker_id: str,
-                 lease_s: float, heartbeat_s: float, retry_base_s: float, retry_max_s: float) -> None:
+                 lease_s: float, heartbeat_s: float, retry_base_s: float, retry_max_s: float,
+                 storage_url: str = "") -> None:
         self.ledger = ledger
         self.dispatcher = dispatcher
         self.submitter = submitter
@@ -92,6 +108,7 @@ class Runner:
         self.heartbeat_s = heartbeat_s
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
+        self.storage_url = storage_url  # handed to each attempt, which opens its own storage client
 
     def run(self, pk: int) -> str:
         """Handle one doorbell; returns a word saying what happened (for the worker log and tests)."""
@@ -114,7 +131,7 @@ class Runner:
         invocation, function = claim.invocation, claim.function
         job = Job(handler=function.handler, payload=invocation.payload, request_id=invocation.request_id,
                   invocation_id=invocation.invocation_id, function=function.name, attempt=claim.attempt,
-                  timeout_s=function.timeout_s)
+                  timeout_s=function.timeout_s, storage_url=self.storage_url)
         preload_module(function.handler)
         hooks = _AttemptHooks(self, claim)
         outcome = run_isolated(job, hooks)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from workers.context import Channel, Context
+from workers.context import Channel, Context, InvalidEvent
 
 OUTPUT_LEVEL = "OUTPUT"
 _PR_SET_PDEATHSIG = 1
@@ -37,6 +37,7 @@ class Job:
     function: str
     attempt: int
     timeout_s: float
+    storage_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Hooks(Protocol):
     def on_log(self, at: str, level: str, message: str) -> None: ...
     def on_progress(self, percent: float, message: str) -> None: ...
     def on_submit(self, function: str, payload: Any, invocation_id: str | None) -> dict[str, Any]: ...
+    def on_children(self, children: list[list[str]]) -> dict[str, Any]: ...
     def on_tick(self) -> str | None:
         """Called every tick; returns "stop" or "abandon" to end the attempt early."""
 
@@ -122,7 +124,7 @@ def _child_main(job: Job, msg_w: int, reply_r: int, out_w: int, parent_pid: int)
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     channel = Channel(os.fdopen(msg_w, "wb"), os.fdopen(reply_r, "rb"))
     context = Context(channel, request_id=job.request_id, invocation_id=job.invocation_id, function=job.function,
-                      attempt=job.attempt, timeout_s=int(job.timeout_s))
+                      attempt=job.attempt, timeout_s=int(job.timeout_s), storage_url=job.storage_url)
     signal.signal(signal.SIGTERM, lambda *_: context._mark_stopping())
     try:
         handler = load_handler(job.handler)
@@ -139,6 +141,8 @@ def _child_main(job: Job, msg_w: int, reply_r: int, out_w: int, parent_pid: int)
                           "msg": f"the handler returned a value that is not JSON: {exc}"})
             return
         channel.send({"t": "result", "value": result})
+    except InvalidEvent as exc:  # the event can never succeed: no retry
+        channel.send({"t": "invalid", "type": type(exc).__name__, "msg": str(exc) or type(exc).__name__})
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a handler are failures too
         channel.send({"t": "error", "type": type(exc).__name__, "msg": str(exc) or type(exc).__name__,
                       "tb": traceback.format_exc()})
@@ -221,6 +225,9 @@ class _Supervision:
         elif kind == "submit":
             reply = self.hooks.on_submit(message["function"], message["payload"], message.get("invocation_id"))
             os.write(self.reply_w, (json.dumps(reply) + "\n").encode())
+        elif kind == "children":
+            reply = self.hooks.on_children(message["children"])
+            os.write(self.reply_w, (json.dumps(reply, default=str) + "\n").encode())
         elif kind == "result":
             self.final = Outcome("succeeded", result=message["value"])
         elif kind == "error":
