@@ -78,3 +78,14 @@ class Client:
 
     def list_invocations(self, **params: Any) -> Any:
         return self.request("GET", "/v1/invocations", params=params)
+
+    def stop(self, function: str, invocation_id: str) -> Any:
+        return self.request("POST", f"/v1/functions/{function}/invocations/{invocation_id}/stop")
+
+    def retry(self, function: str, invocation_id: str, *, include_succeeded: bool = False) -> Any:
+        return self.request("POST", f"/v1/functions/{function}/invocations/{invocation_id}/retry",
+                            json_body={"includeSucceeded": include_succeeded}, send_json=True)
+
+    def bulk(self, action: str, selection: dict[str, Any]) -> Any:
+        """Bulk `stop` or `retry` of every invocation the selection (function, status, prefix, since, until) picks."""
+        return self.request("POST", f"/v1/invocations/{action}", json_body=selection, send_json=True)

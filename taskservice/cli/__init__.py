@@ -6,8 +6,10 @@ import os
 import click
 
 from taskservice.cli.client_commands import functions, invoke, tasks
+from taskservice.cli.control_commands import retry, stop
 from taskservice.cli.destination_commands import destinations, dlq
 from taskservice.cli.server_commands import api, dev, migrate, relay, worker
+from taskservice.cli.token_commands import tokens
 from taskservice.cli.trigger_commands import ingest, triggers
 from taskservice.client import DEFAULT_API_URL
 
@@ -28,8 +30,11 @@ def cli(ctx: click.Context, api_url: str) -> None:
     ctx.obj = {"api_url": api_url, "token": os.environ.get("TASKSERVICE_TOKEN")}
 
 
-for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, destinations, dlq, ingest, triggers):
+for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, destinations, dlq, ingest, triggers,
+                tokens):
     cli.add_command(command)
+tasks.add_command(stop)
+tasks.add_command(retry)
 
 
 def main() -> None:

@@ -152,7 +152,7 @@ def _wait(client: Client, function: str, invocation_id: str, *, quiet: bool, pol
 # --- tasks ------------------------------------------------------------------------------------------------------
 @click.group()
 def tasks() -> None:
-    """List and inspect invocations."""
+    """List, inspect, stop and retry invocations."""
 
 
 @tasks.command("list")

@@ -39,7 +39,7 @@ def _migrate(settings: Settings) -> str | None:
         engine.dispose()
 
 
-def _require_current_schema(settings: Settings) -> None:
+def require_current_schema(settings: Settings) -> None:
     from taskservice import migrate as migrations
     from taskservice.db import make_engine
 
@@ -75,7 +75,7 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     from taskservice.api.server import serve_gunicorn
 
     settings = load_settings(api_host=host, api_port=port, api_workers=workers)
-    _require_current_schema(settings)
+    require_current_schema(settings)
     serve_gunicorn(lambda: create_app(settings), host=settings.api_host, port=settings.api_port,
                    workers=settings.api_workers)
 
@@ -89,7 +89,7 @@ def worker(concurrency: int | None, loglevel: str, name: str | None) -> None:
     from workers.celery_app import run_worker
 
     settings = load_settings(worker_concurrency=concurrency)
-    _require_current_schema(settings)
+    require_current_schema(settings)
     run_worker(settings, concurrency=settings.worker_concurrency or os.cpu_count() or 1, loglevel=loglevel,
                name=name)
 
@@ -170,7 +170,7 @@ def relay(loglevel: str) -> None:
     from taskservice.services import Services, build_relay
 
     settings = load_settings()
-    _require_current_schema(settings)
+    require_current_schema(settings)
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s: %(levelname)s/relay] %(message)s")
     services = Services.build(settings)
     the_relay = build_relay(services, f"{socket.gethostname()}:{os.getpid()}")

@@ -101,14 +101,14 @@ def delete(ctx: click.Context, name: str) -> None:
 def ingest(only: tuple[str, ...], loglevel: str) -> None:
     """Consume Kafka for every enabled trigger and submit batch invocations. Run as many as you like: processes
     share each trigger's partitions through its consumer group."""
-    from taskservice.cli.server_commands import _require_current_schema, load_settings
+    from taskservice.cli.server_commands import load_settings, require_current_schema
     from taskservice.ingest.kafka import Ingestor
     from taskservice.services import Services
 
     settings = load_settings()
     if not settings.kafka_bootstrap:
         raise click.ClickException("ingest needs TASKSERVICE_KAFKA_BOOTSTRAP (host:port of a Kafka broker)")
-    _require_current_schema(settings)
+    require_current_schema(settings)
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s: %(levelname)s/ingest] %(message)s")
     services = Services.build(settings)
     ingestor = Ingestor(services, settings.kafka_bootstrap, only=only)
