@@ -93,9 +93,10 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
                                                       "level": {"type": "string"}, "message": {"type": "string"}}},
     }
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "Health of the API and its ledger", "responses": {
+        "/healthz": {"get": {"summary": "Health of the API and its ledger", "security": [], "responses": {
             "200": _json({"type": "object"}, "healthy"), **_errors(503)}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OK")}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [],
+                                  "responses": {"200": _json({"type": "object"}, "OK")}}},
         "/v1/functions": {"get": {"summary": "List functions", "responses": {"200": _json(
             {"type": "object", "properties": {"items": {"type": "array", "items": _ref("Function")}}}, "OK")}}},
         "/v1/functions/{name}": {
@@ -193,8 +194,12 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
     paths.update(_trigger_and_replay_paths())
     schemas.update(_trigger_and_replay_schemas(invocation_summary))
     schemas.update(config_schema.pop("$defs", {}))
+    bearer = {"type": "http", "scheme": "bearer",
+              "description": "`taskservice tokens create NAME [--role read-only]`; not needed in `taskservice dev`. "
+                             "A read-only token gets 403 on every call that changes something."}
     return {"openapi": "3.1.0", "info": {"title": "taskservice", "version": __version__},
-            "paths": paths, "components": {"schemas": schemas}}
+            "security": [{"bearer": []}], "paths": paths,
+            "components": {"schemas": schemas, "securitySchemes": {"bearer": bearer}}}
 
 
 def _trigger_and_replay_schemas(invocation_summary: dict[str, Any]) -> dict[str, Any]:
