@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 DATA_DIR ?= var
 
-.PHONY: run test lint install services bench bench-ingest etl-demo clean help
+.PHONY: run test lint install services system-packages bench bench-ingest etl-demo clean help
 
 help:
 	@echo "make run    API, worker and relay on the embedded default (SQLite, filesystem broker) on port $(PORT)"
@@ -32,11 +32,14 @@ run: $(STAMP)
 services:
 	@scripts/ensure-services.sh
 
+system-packages:
+	@scripts/ensure-system-packages.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check taskservice workers tests migrations
 	$(BIN)/mypy taskservice workers
 
-test: $(STAMP) services lint
+test: $(STAMP) services system-packages lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) services

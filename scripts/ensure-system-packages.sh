@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages the tests drive for real: ffmpeg/ffprobe (media handlers) and chromium (console browser tests).
+# Installs only what is missing; `apt-get update` runs once, and only when something must be installed.
+set -euo pipefail
+
+missing=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
+command -v chromium >/dev/null || missing+=(chromium)
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "installing Debian packages: ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
