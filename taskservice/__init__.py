@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 def create_app(test_config: dict[str, Any] | Settings | None = None) -> Flask:
     """Flask app factory. The environment (TASKSERVICE_*) is read here and nowhere else on the API side."""
     from taskservice.api import register_api
+    from taskservice.console import register_console
     from taskservice.services import Services
 
     if isinstance(test_config, Settings):
@@ -29,6 +30,7 @@ def create_app(test_config: dict[str, Any] | Settings | None = None) -> Flask:
     services = Services.build(settings)
     app.extensions["taskservice"] = services
     register_api(app)
+    register_console(app)
     return app
 
 

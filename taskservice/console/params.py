@@ -1,0 +1,74 @@
+"""Query parameters of the invocations list, kept in the URL so every view of the list can be bookmarked and shared.
+
+Parsing reuses the API's filter parser (same names, same errors) and adds what only a person needs: time-window
+presets, a page size and links that change one thing about the current view.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from flask import request, url_for
+from werkzeug.datastructures import MultiDict
+
+from taskservice.api.requests import int_arg, invocation_filter
+from taskservice.errors import InvalidQuery
+from taskservice.ledger.queries import InvocationFilter, decode_cursor
+
+WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6),
+           "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+PAGE_SIZES = (25, 50, 100, 200)
+CURSOR_KEYS = ("older", "newer")
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    flt: InvocationFilter
+    window: str | None
+    limit: int
+    older: str | None
+    newer: str | None
+
+
+def list_query(args: MultiDict[str, str]) -> ListQuery:
+    """The list's view from query parameters; InvalidQuery (a 400 page) for anything it cannot read."""
+    flt = invocation_filter(args, args.getlist("status"))
+    window = args.get("window") or None
+    if window is not None:
+        if window not in WINDOWS:
+            raise InvalidQuery(f"unknown time window {window!r}; one of {', '.join(WINDOWS)}")
+        if flt.since is not None:
+            raise InvalidQuery("give either a time window or since, not both")
+        flt = replace(flt, since=datetime.now(timezone.utc) - WINDOWS[window])
+    if flt.since and flt.until and flt.since >= flt.until:
+        raise InvalidQuery("since must be before until")
+    older, newer = args.get("older") or None, args.get("newer") or None
+    if older and newer:
+        raise InvalidQuery("give either older or newer, not both")
+    for cursor in (older, newer):
+        if cursor:
+            decode_cursor(cursor)
+    return ListQuery(flt=flt, window=window, limit=int_arg(args, "limit", 50, 1, 500), older=older, newer=newer)
+
+
+def list_url(**changes: Any) -> str:
+    """The current list URL with some parameters changed (None removes one); any change of filter drops the
+    cursor, because a cursor only means something for the filter it was made under."""
+    args = MultiDict(request.args)
+    if not set(changes) <= set(CURSOR_KEYS):
+        for key in CURSOR_KEYS:
+            args.pop(key, None)
+    for key, value in changes.items():
+        args.pop(key, None)
+        if isinstance(value, list | tuple):
+            for item in value:
+                args.add(key, item)
+        elif value is not None:
+            args[key] = value
+    values: dict[str, Any] = args.to_dict(flat=False)
+    return url_for("console.invocations", **values)
+
+
+def toggle_status(current: tuple[str, ...], status: str) -> list[str]:
+    return [s for s in current if s != status] if status in current else [*current, status]

@@ -1,0 +1,88 @@
+// taskservice console: confirmation dialogs, and the live view of one invocation. No framework, no build step.
+"use strict";
+
+// Every form with data-confirm asks first, in a <dialog>; a confirmed form is sent with confirmed=1.
+// Without JavaScript the server asks on a page of its own instead.
+(function confirmations() {
+  const dialog = document.getElementById("confirm-dialog");
+  if (!dialog) return;
+  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      if (form.dataset.confirmed === "1") return;
+      event.preventDefault();
+      dialog.querySelector(".question").textContent = form.dataset.confirm;
+      document.getElementById("confirm-ok").textContent = "Yes, " + (form.dataset.confirmLabel || "go").toLowerCase();
+      dialog.returnValue = "";
+      dialog.showModal();
+      dialog.addEventListener("close", function onClose() {
+        dialog.removeEventListener("close", onClose);
+        if (dialog.returnValue !== "ok") return;
+        const flag = document.createElement("input");
+        flag.type = "hidden"; flag.name = "confirmed"; flag.value = "1";
+        form.appendChild(flag);
+        form.dataset.confirmed = "1";
+        form.submit();
+      });
+    });
+  });
+})();
+
+// The invocation page polls its live endpoint while the invocation has not ended: progress, status and new log
+// lines. A change of status reloads the page, so buttons, timeline, result and destinations are drawn afresh.
+(function liveInvocation() {
+  const root = document.getElementById("invocation");
+  if (!root || root.dataset.terminal === "true") return;
+  const logs = document.getElementById("logs");
+  const empty = document.getElementById("logs-empty");
+  const progressCard = document.getElementById("progress-card");
+  let lastLog = Number(root.dataset.lastLog || 0);
+  const shownStatus = root.dataset.status;
+
+  function setProgress(percent, message) {
+    if (percent === null || percent === undefined) return;
+    progressCard.hidden = false;
+    const box = progressCard.querySelector(".progress");
+    box.setAttribute("aria-valuenow", String(percent));
+    box.querySelector(".bar").style.width = Math.max(0, Math.min(100, percent)) + "%";
+    box.querySelector(".label").textContent = Math.round(percent) + " %" + (message ? " · " + message : "");
+  }
+
+  function appendLogs(lines) {
+    if (!lines.length) return;
+    const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 8;
+    for (const line of lines) {
+      const span = document.createElement("span");
+      span.className = "log-" + line.level.toLowerCase();
+      span.dataset.id = line.id;
+      span.textContent = "[" + line.at.replace("T", " ").replace("Z", " UTC") + "] #" + line.attempt + " " +
+        line.level + " " + line.message;
+      logs.appendChild(span);
+      logs.appendChild(document.createTextNode("\n"));
+    }
+    empty.hidden = true;
+    if (atBottom) logs.scrollTop = logs.scrollHeight;
+  }
+
+  async function poll() {
+    let data;
+    try {
+      const response = await fetch(root.dataset.liveUrl + "?after=" + lastLog, {credentials: "same-origin",
+                                                                                headers: {Accept: "application/json"}});
+      if (response.status === 401) { window.location.reload(); return; }
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      data = await response.json();
+    } catch (err) {
+      document.getElementById("log-state").textContent = "reconnecting…";
+      setTimeout(poll, 3000);
+      return;
+    }
+    document.getElementById("log-state").textContent = "live";
+    appendLogs(data.logs);
+    lastLog = data.lastLogId;
+    setProgress(data.progress.percent, data.progress.message);
+    document.getElementById("attempts").textContent = data.attempts;
+    if (data.status !== shownStatus) { window.location.reload(); return; }
+    setTimeout(poll, data.logs.length >= 1000 ? 50 : 1000);
+  }
+  setTimeout(poll, 1000);
+})();
