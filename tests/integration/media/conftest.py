@@ -6,6 +6,7 @@ they exercise are the same ones the backend-parametrized suites already cover on
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ def s3_url() -> Iterator[str]:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
         pytest.fail(f"moto[server] is not installed ({exc}); run `make install`", pytrace=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request drowns a failure's report
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
