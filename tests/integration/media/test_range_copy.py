@@ -1,0 +1,70 @@
+"""Range-sharded copy of a 200 MB object through moto's S3 API: checksums equal, every worker process stays small."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import psutil
+
+from tests.integration.media.conftest import BUCKET, MediaEnv, unique
+
+SIZE = 200 * 1024 * 1024
+RSS_LIMIT = 150 * 1024 * 1024
+
+
+class RssSampler(threading.Thread):
+    """Samples the RSS of every process in the worker's tree (pool processes, forked attempts) every 50 ms."""
+
+    def __init__(self, root_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(root_pid)
+        self.peak: dict[int, tuple[int, str]] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            for proc in [self.root, *self.root.children(recursive=True)]:
+                try:
+                    rss = proc.memory_info().rss
+                    name = " ".join(proc.cmdline()[:3])
+                except psutil.Error:
+                    continue
+                if rss > self.peak.get(proc.pid, (0, ""))[0]:
+                    self.peak[proc.pid] = (rss, name)
+
+
+def test_range_copy_of_200_mb_in_8_shards_verifies_and_stays_small(media: MediaEnv, tmp_path: Path) -> None:
+    source = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with open(source, "wb") as fh:
+        for _ in range(SIZE // (4 * 1024 * 1024)):
+            chunk = os.urandom(4 * 1024 * 1024)
+            digest.update(chunk)
+            fh.write(chunk)
+    key = f"big/{unique('src')}.bin"
+    media.storage.upload(BUCKET, key, source)
+    source.unlink()
+    dst_bucket = "media-copies"
+    sampler = RssSampler(media.worker.proc.pid)
+    sampler.start()
+    try:
+        iid = media.submit("range-copy", {"bucket": BUCKET, "object": key, "dst_bucket": dst_bucket,
+                                          "dst_object": "copies/big.bin", "shards": 8}, unique("copy"))
+        inv = media.wait("range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=150)
+    finally:
+        sampler.done.set()
+        sampler.join()
+    assert inv.status.value == "Succeeded", inv.error
+    result = json.loads(inv.result)
+    assert result["shards"] == 8 and result["size"] == SIZE
+    assert result["sha256"] == digest.hexdigest()
+    assert media.storage.sha256(dst_bucket, "copies/big.bin") == digest.hexdigest()
+    assert media.storage.list(dst_bucket, f"_work/{iid}/") == []  # parts removed after the compose
+    children = media.client.get(f"/v1/functions/range-copy/invocations/{iid}").get_json()["children"]
+    assert len(children) == 8 and all(c["status"] == "Succeeded" for c in children)
+    assert len(sampler.peak) >= 5, "the sampler saw the worker, its pool and the attempts"
+    too_big = {pid: (rss // 2**20, name) for pid, (rss, name) in sampler.peak.items() if rss >= RSS_LIMIT}
+    assert not too_big, f"worker processes over 150 MB RSS (MiB): {too_big}"
