@@ -17,6 +17,7 @@ import redis
 from celery import Celery
 
 NOOP_TASK = "bench.bare_noop"
+HANG_TASK = "bench.bare_hang"
 
 _redis: redis.Redis | None = None
 
@@ -29,7 +30,15 @@ def make_app(broker_url: str, queue: str, *, confirm_publish: bool = False) -> C
                     task_default_queue=queue, worker_hijack_root_logger=False,
                     broker_transport_options={"confirm_publish": True} if confirm_publish else {})
     app.task(name=NOOP_TASK, ignore_result=True)(_noop)
+    app.task(name=HANG_TASK, ignore_result=True)(_hang)
     return app
+
+
+def _hang(pid_file: str) -> None:
+    """The stop benchmark's task: a child process, then wait to be revoked (see bench/stop_handlers.py)."""
+    from bench.stop_handlers import hang_with_child
+
+    hang_with_child(pid_file)
 
 
 def _noop() -> None:

@@ -79,6 +79,8 @@ class Rig:
             "TASKSERVICE_DATABASE_URL": self.sqlalchemy_url,
             "TASKSERVICE_BROKER_URL": endpoints.amqp,
             "TASKSERVICE_QUEUE": self.names.ts_queue,
+            # Open API, as `taskservice dev` runs it: the figures leave out the token check (one indexed lookup).
+            "TASKSERVICE_AUTH": "false",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
             "PYTHONUNBUFFERED": "1",
         }
