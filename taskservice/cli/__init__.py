@@ -8,6 +8,7 @@ import click
 from taskservice.cli.client_commands import functions, invoke, tasks
 from taskservice.cli.control_commands import retry, stop
 from taskservice.cli.destination_commands import destinations, dlq
+from taskservice.cli.media_commands import deploy_media
 from taskservice.cli.server_commands import api, dev, migrate, relay, worker
 from taskservice.cli.token_commands import tokens
 from taskservice.cli.trigger_commands import ingest, triggers
@@ -35,6 +36,7 @@ for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, dest
     cli.add_command(command)
 tasks.add_command(stop)
 tasks.add_command(retry)
+functions.add_command(deploy_media)
 
 
 def main() -> None:
