@@ -74,3 +74,19 @@ def fan_out_then_hang(event: dict[str, Any], context: Any) -> None:
     for n in range(int(event["count"])):
         context.submit(event["child"], event.get("child_event", {}), invocation_id=f"{context.invocation_id}-{n}")
     time.sleep(300)
+
+
+def ticker(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A long job for the console's live view: starts a child process (recording both pids in event["pids"]), then
+    reports progress and logs a line every 0.2 s for event["seconds"]."""
+    child = subprocess.Popen(["sleep", "300"])
+    if event.get("pids"):
+        Path(event["pids"]).write_text(f"{os.getpid()} {child.pid}\n")
+    context.logger.info("started child process %d", child.pid)
+    steps = int(float(event.get("seconds", 30)) / 0.2)
+    for step in range(1, steps + 1):
+        time.sleep(0.2)
+        context.logger.info("tick %d of %d", step, steps)
+        context.progress(100 * step / steps, f"tick {step} of {steps}")
+    child.kill()
+    return {"ticks": steps}

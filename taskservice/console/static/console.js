@@ -27,6 +27,13 @@
   });
 })();
 
+// Filter forms leave their empty fields out of the URL, so a shared link says only what was chosen.
+document.querySelectorAll("form.filters").forEach((form) => {
+  form.addEventListener("submit", () => {
+    form.querySelectorAll("input, select").forEach((field) => { if (field.value === "") field.disabled = true; });
+  });
+});
+
 // The invocation page polls its live endpoint while the invocation has not ended: progress, status and new log
 // lines. A change of status reloads the page, so buttons, timeline, result and destinations are drawn afresh.
 (function liveInvocation() {
