@@ -107,3 +107,32 @@ def test_cli_says_clearly_when_the_api_is_not_there(tmp_path: Path) -> None:
     result = cli({"base": f"http://127.0.0.1:{free_port()}"}, "tasks", "list")
     assert result.returncode == 1
     assert "cannot reach the taskservice API" in result.stderr
+
+
+def test_cli_stops_and_retries_one_or_many(dev_server: dict[str, Any]) -> None:
+    cli(dev_server, "functions", "deploy", "napper", "--handler", "workers.handlers.sleep:handler")
+    assert cli(dev_server, "invoke", "napper", "-e", '{"seconds": 60}', "--invocation-id", "nap_1").returncode == 0
+    stopped = cli(dev_server, "tasks", "stop", "napper", "nap_1")
+    assert stopped.returncode == 0 and "stop napper/nap_1: now" in stopped.stdout, stopped.stderr
+    shown = json.loads(cli(dev_server, "tasks", "show", "napper", "nap_1", "--json").stdout)
+    assert shown["status"] in ("Stopping", "Stopped")
+    again = cli(dev_server, "tasks", "stop", "napper", "nap_1")
+    assert again.returncode == 1 and "(409)" in again.stderr
+    for n in (2, 3):
+        cli(dev_server, "invoke", "napper", "-e", '{"seconds": 60}', "--invocation-id", f"nap_{n}")
+    no_filter = cli(dev_server, "tasks", "stop")
+    assert no_filter.returncode == 2 and "at least one filter" in no_filter.stderr
+    declined = cli(dev_server, "tasks", "stop", "--function", "napper", input_text="n\n")
+    assert declined.returncode == 1 and "Aborted" in declined.stderr
+    bulk = cli(dev_server, "tasks", "stop", "--function", "napper", "--prefix", "nap_", "--yes")
+    assert bulk.returncode == 0 and "stopped" in bulk.stdout, bulk.stderr
+    retried = cli(dev_server, "tasks", "retry", "--function", "napper", "--status", "Stopped", "--yes", "--json")
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout)["changed"] >= 1
+    cli(dev_server, "tasks", "stop", "--function", "napper", "--yes")
+    succeeded = cli(dev_server, "invoke", "napper", "-e", '{"seconds": 0}', "--invocation-id", "nap_ok", "--wait")
+    assert succeeded.returncode == 0
+    refused = cli(dev_server, "tasks", "retry", "napper", "nap_ok")
+    assert refused.returncode == 1 and "NotRetryable (409)" in refused.stderr
+    rerun = cli(dev_server, "tasks", "retry", "napper", "nap_ok", "--include-succeeded")
+    assert rerun.returncode == 0 and "now" in rerun.stdout

@@ -204,3 +204,18 @@ def test_bulk_stop_and_retry_by_filter(services: Services, private_queue: tuple[
     assert statuses(services, fn_name, ids[0]) == ["Enqueued", "Stopped", "Enqueued"]
     cleanup = app_client.post("/v1/invocations/stop", json={"function": fn_name}).get_json()
     assert cleanup["changed"] == 4
+
+
+# --- logs -----------------------------------------------------------------------------------------------------------
+def test_logs_are_bounded_per_invocation_with_a_truncation_marker(
+        app_client: FlaskClient, services: Services, private_queue: tuple[dict[str, str], Services],
+        start_worker: Any, fn_name: str) -> None:
+    private, isolated = private_queue
+    start_worker(max_log_lines=10, **private)
+    deploy(app_client, fn_name, "tests.handlers:chatty")
+    iid = isolated.submitter.submit(fn_name, {"lines": 40}).invocation_id
+    wait_for_status(services, fn_name, iid, {"Succeeded"})
+    lines = app_client.get(f"/v1/functions/{fn_name}/invocations/{iid}/logs").get_json()["items"]
+    assert len(lines) == 11
+    assert [line["message"] for line in lines[:10]] == [f"line {n}" for n in range(10)]
+    assert "log truncated" in lines[-1]["message"] and lines[-1]["level"] == "WARNING"
