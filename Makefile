@@ -59,3 +59,7 @@ bench-ingest: $(STAMP) services
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info
+
+.PHONY: bench-media
+bench-media: $(STAMP) services system-packages
+	$(BIN)/python bench/bench_media.py $(BENCH_ARGS)
