@@ -9,6 +9,7 @@ from taskservice.api.errors import register_error_handlers
 from taskservice.api.functions import functions_api
 from taskservice.api.health import health_api
 from taskservice.api.invocations import invocations_api
+from taskservice.api.metrics import metrics_api
 from taskservice.api.triggers import triggers_api
 
 
@@ -17,6 +18,7 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(health_api)
     app.register_blueprint(functions_api)
     app.register_blueprint(invocations_api)
+    app.register_blueprint(metrics_api)
     app.register_blueprint(dead_letters_api)
     app.register_blueprint(triggers_api)
     register_error_handlers(app)

@@ -95,6 +95,9 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Health of the API and its ledger", "security": [], "responses": {
             "200": _json({"type": "object"}, "healthy"), **_errors(503)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics read from the ledger at scrape time", "security": [],
+                             "responses": {"200": {"description": "Prometheus text format",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [],
                                   "responses": {"200": _json({"type": "object"}, "OK")}}},
         "/v1/functions": {"get": {"summary": "List functions", "responses": {"200": _json(
