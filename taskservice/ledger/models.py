@@ -86,6 +86,10 @@ class InvocationRow(Base):
         # The console's list and per-status counts walk these newest-first, whatever the filter.
         Index("ix_invocations_status_id", "status", "id"),
         Index("ix_invocations_function_status_id", "function", "status", "id"),
+        # The console's invocation-id prefix filter (LIKE 'abc%'): pattern ops so Postgres can range-scan it under
+        # any collation; on SQLite a plain index.
+        Index("ix_invocations_invocation_id_pattern", "invocation_id",
+              postgresql_ops={"invocation_id": "varchar_pattern_ops"}),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
