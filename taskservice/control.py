@@ -5,17 +5,14 @@ children and a retry rings its doorbell the same way wherever it was asked for.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from taskservice.dispatch import Dispatcher
-from taskservice.errors import Conflict, DispatchError, IllegalTransition
+from taskservice.errors import Conflict, IllegalTransition
 from taskservice.ledger import TERMINAL, Ledger, Status
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.ledger.records import Invocation
-
-log = logging.getLogger(__name__)
+from taskservice.submission import Submitter
 
 BULK_LIMIT = 10_000
 RETRYABLE = frozenset({Status.FAILED, Status.STOPPED, Status.EXPIRED, Status.INVALID})
@@ -30,9 +27,9 @@ class BulkResult:
 
 
 class TaskControl:
-    def __init__(self, ledger: Ledger, dispatcher: Dispatcher) -> None:
+    def __init__(self, ledger: Ledger, submitter: Submitter) -> None:
         self.ledger = ledger
-        self.dispatcher = dispatcher
+        self.submitter = submitter
 
     def stop(self, invocation: Invocation) -> Invocation:
         """Durable stop of one invocation and of every fan-out child still running or waiting under it."""
@@ -52,11 +49,7 @@ class TaskControl:
     def retry(self, invocation: Invocation, *, include_succeeded: bool = False) -> Invocation:
         """Re-run an ended invocation as a new attempt under the same id, and ring its doorbell."""
         retried = self.ledger.retry(invocation.pk, include_succeeded=include_succeeded)
-        try:
-            self.dispatcher.ring(retried.pk)
-        except DispatchError as exc:
-            log.warning("retried invocation %s waits for the broker: %s", retried.invocation_id, exc)
-            self.ledger.mark_undispatched([retried.pk])
+        self.submitter.ring(retried.pk)
         return retried
 
     def stop_matching(self, flt: InvocationFilter, *, limit: int = BULK_LIMIT) -> BulkResult:

@@ -50,7 +50,7 @@ class Services:
         dead_letters = DeadLetterStore(engine)
         return cls(settings=settings, engine=engine, ledger=ledger, dispatcher=dispatcher, submitter=submitter,
                    outbox=Outbox(engine), triggers=TriggerStore(engine), dead_letters=dead_letters,
-                   replayer=Replayer(ledger, dead_letters, submitter), control=TaskControl(ledger, dispatcher),
+                   replayer=Replayer(ledger, dead_letters, submitter), control=TaskControl(ledger, submitter),
                    tokens=TokenStore(engine))
 
     def close(self) -> None:

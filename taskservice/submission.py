@@ -62,9 +62,14 @@ class Submitter:
         text = encode_payload(payload, self.max_payload_bytes)
         invocation = self.ledger.create_invocation(function, invocation_id, str(uuid.uuid4()), text,
                                                    replay_of=replay_of, parent_pk=parent_pk)
-        try:
-            self.dispatcher.ring(invocation.pk)
-        except DispatchError as exc:
-            log.warning("invocation %s stays Enqueued until the broker is back: %s", invocation.invocation_id, exc)
-            self.ledger.mark_undispatched([invocation.pk])
+        self.ring(invocation.pk)
         return invocation
+
+    def ring(self, pk: int, *, delay_s: float = 0.0) -> None:
+        """Ring the broker for an invocation the ledger already holds (new, retried, or to try again later). A broker
+        that is down is not the caller's error: the invocation is flagged and the reaper rings it when it can."""
+        try:
+            self.dispatcher.ring(pk, delay_s=delay_s)
+        except DispatchError as exc:
+            log.warning("invocation %s waits for the broker; the reaper will ring it: %s", pk, exc)
+            self.ledger.mark_undispatched([pk])

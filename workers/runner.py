@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from taskservice.dispatch import Dispatcher
-from taskservice.errors import DispatchError, TaskServiceError
+from taskservice.errors import TaskServiceError
 from taskservice.ledger import Ledger, Status
 from taskservice.ledger.manager import utcnow
 from taskservice.ledger.records import Claim, Invocation
@@ -165,8 +165,4 @@ class Runner:
         return "failed"
 
     def _ring(self, pk: int, *, delay_s: float) -> None:
-        try:
-            self.dispatcher.ring(pk, delay_s=delay_s)
-        except DispatchError as exc:
-            log.warning("could not ring invocation %s again (the reaper will): %s", pk, exc)
-            self.ledger.mark_undispatched([pk])
+        self.submitter.ring(pk, delay_s=delay_s)
