@@ -15,6 +15,7 @@ help:
 	@echo "make lint   ruff and mypy (part of make test)"
 	@echo "make etl-demo  the Kafka ETL scenario end to end (starts its own Tansu Kafka broker unless TASKSERVICE_KAFKA_BOOTSTRAP is set)"
 	@echo "make bench-stop  stop latency (taskservice stop vs Celery revoke) on Postgres + RabbitMQ"
+	@echo "make bench-console  the console's invocations page on a 1,000,000-invocation Postgres ledger (p50/p95 per page)"
 	@echo "make bench  benchmarks on Postgres + RabbitMQ (see bench/README.md); BENCH_ARGS=--quick for a short run"
 
 $(BIN)/python:
@@ -53,6 +54,10 @@ etl-demo: $(STAMP)
 
 bench-stop: $(STAMP) services
 	$(BIN)/python bench/bench_stop.py $(BENCH_ARGS)
+
+.PHONY: bench-console
+bench-console: $(STAMP) services
+	$(BIN)/python bench/bench_console.py $(BENCH_ARGS)
 
 bench-ingest: $(STAMP) services
 	$(BIN)/python bench/bench_ingest.py $(BENCH_ARGS)
