@@ -1,6 +1,8 @@
 """GET /v1/dead-letters: every failure record, filterable by function, condition and time; and their replay."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from taskservice.api.requests import int_arg, json_body, time_arg
@@ -10,18 +12,24 @@ from taskservice.specs import ReplayMany, ReplayOne, check_function_name
 
 dead_letters_api = Blueprint("dead_letters", __name__, url_prefix="/v1")
 CONDITIONS = ("RetriesExhausted", "EventAgeExceeded", "Stopped", "Invalid")
-REPLAY_MAX_BYTES = 16 * 1024 * 1024  # up to 1000 external records, each carrying its payload
 
 
-@dead_letters_api.get("/dead-letters")
-def list_dead_letters() -> Response:
-    args = request.args
+def dead_letter_filter(args: Any) -> tuple[str | None, str | None]:
+    """(function, condition) from query parameters, checked: the API list and the console page share it."""
     function = args.get("function") or None
     if function is not None:
         check_function_name(function)
     condition = args.get("condition") or None
     if condition is not None and condition not in CONDITIONS:
         raise InvalidQuery(f"unknown condition {condition!r}; one of {', '.join(CONDITIONS)}")
+    return function, condition
+REPLAY_MAX_BYTES = 16 * 1024 * 1024  # up to 1000 external records, each carrying its payload
+
+
+@dead_letters_api.get("/dead-letters")
+def list_dead_letters() -> Response:
+    args = request.args
+    function, condition = dead_letter_filter(args)
     items, cursor = current_app.extensions["taskservice"].ledger.list_dead_letters(
         function=function, condition=condition, since=time_arg(args, "since"), until=time_arg(args, "until"),
         limit=int_arg(args, "limit", 50, 1, 1000), cursor=args.get("cursor") or None)

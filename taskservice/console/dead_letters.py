@@ -7,13 +7,12 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from taskservice.api.dead_letters import CONDITIONS
+from taskservice.api.dead_letters import CONDITIONS, dead_letter_filter
 from taskservice.console.auth import require_change
 from taskservice.console.blueprint import console, services
 from taskservice.console.confirm import ask_first
-from taskservice.errors import DuplicateInvocation, InvalidQuery, TaskServiceError
+from taskservice.errors import DuplicateInvocation, TaskServiceError
 from taskservice.ledger.records import DeadLetter
-from taskservice.specs import check_function_name
 
 PAGE_SIZE = 50
 
@@ -21,12 +20,7 @@ PAGE_SIZE = 50
 @console.get("/dead-letters")
 def dead_letters() -> str:
     args = request.args
-    function = args.get("function") or None
-    if function is not None:
-        check_function_name(function)
-    condition = args.get("condition") or None
-    if condition is not None and condition not in CONDITIONS:
-        raise InvalidQuery(f"unknown condition {condition!r}; one of {', '.join(CONDITIONS)}")
+    function, condition = dead_letter_filter(args)
     cursor = args.get("older") or None
     items, older = services().ledger.list_dead_letters(function=function, condition=condition, limit=PAGE_SIZE,
                                                        cursor=cursor)

@@ -6,7 +6,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import ColumnElement, Engine, and_, func, select
 
 from taskservice.errors import FunctionNotFound, InvalidQuery, InvocationNotFound
 from taskservice.ledger.models import DEAD_LETTERS, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
@@ -21,6 +21,13 @@ class InvocationFilter:
     prefix: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+def starts_with(column: ColumnElement[str], prefix: str) -> ColumnElement[bool]:
+    """Case-sensitive prefix match on both backends. LIKE lets Postgres walk the pattern index; the exact substring
+    comparison keeps SQLite (whose LIKE ignores case) from matching 'Batch' for 'batch'."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return and_(column.like(f"{escaped}%", escape="\\"), func.substr(column, 1, len(prefix)) == prefix)
 
 
 def encode_cursor(pk: int) -> str:
@@ -68,10 +75,8 @@ class LedgerQueries:
     def invocation_ids_with_prefix(self, function: str, prefix: str, *, limit: int = 10) -> list[str]:
         """Invocation ids of `function` starting with `prefix`, newest first (Kafka ingest finds the batches it
         submitted before a crash this way; it asks once per partition assignment, not per batch)."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = (select(INVOCATIONS.c.invocation_id)
-                 .where(INVOCATIONS.c.function == function,
-                        INVOCATIONS.c.invocation_id.like(f"{escaped}%", escape="\\"))
+                 .where(INVOCATIONS.c.function == function, starts_with(INVOCATIONS.c.invocation_id, prefix))
                  .order_by(INVOCATIONS.c.id.desc()).limit(limit))
         with self.engine.connect() as conn:
             return [r.invocation_id for r in conn.execute(query)]
@@ -103,8 +108,7 @@ class LedgerQueries:
         if flt.statuses:
             query = query.where(INVOCATIONS.c.status.in_(flt.statuses))
         if flt.prefix:
-            escaped = flt.prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(INVOCATIONS.c.invocation_id.like(f"{escaped}%", escape="\\"))
+            query = query.where(starts_with(INVOCATIONS.c.invocation_id, flt.prefix))
         if flt.since:
             query = query.where(INVOCATIONS.c.created_at >= flt.since)
         if flt.until:

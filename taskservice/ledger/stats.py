@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, Integer, Select, and_, cast, false, func, select
 
 from taskservice.ledger.models import INVOCATIONS, LOGS
-from taskservice.ledger.queries import InvocationFilter, decode_cursor, encode_cursor
+from taskservice.ledger.queries import InvocationFilter, decode_cursor, encode_cursor, starts_with
 from taskservice.ledger.states import TERMINAL, Status
 
 I = INVOCATIONS  # noqa: E741 - the one table most statements here read
@@ -94,10 +94,6 @@ class LogEntry:
     message: str
 
 
-def _escape_like(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def percentile(sorted_values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of an ascending list (None when empty)."""
     if not sorted_values:
@@ -118,7 +114,7 @@ class ConsoleStats:
         if statuses and flt.statuses:
             where.append(I.c.status.in_(flt.statuses))
         if flt.prefix:
-            where.append(I.c.invocation_id.like(f"{_escape_like(flt.prefix)}%", escape="\\"))
+            where.append(starts_with(I.c.invocation_id, flt.prefix))
         if flt.since is not None:
             lo = conn.execute(select(I.c.id).where(I.c.created_at >= flt.since - ID_BOUND_SLACK)
                               .order_by(I.c.created_at).limit(1)).scalar()

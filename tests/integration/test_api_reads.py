@@ -103,3 +103,12 @@ def test_openapi_describes_every_route(app_client: FlaskClient) -> None:
     submit = doc["paths"]["/v1/functions/{name}/invocations"]["post"]
     assert {"202", "400", "404", "409", "413", "415"} <= set(submit["responses"])
     assert time.time()  # the document is built per request from the live config
+
+
+def test_the_prefix_filter_is_case_sensitive_on_both_backends(app_client: FlaskClient, fn_name: str) -> None:
+    deploy(app_client, fn_name, "workers.handlers.noop:handler")
+    for iid in ("Case_upper", "case_lower", "caseXnot_an_underscore"):
+        answer = app_client.post(f"/v1/functions/{fn_name}/invocations", json={}, headers={"X-Invocation-Id": iid})
+        assert answer.status_code == 202
+    found = app_client.get(f"/v1/invocations?function={fn_name}&prefix=case_").get_json()["items"]
+    assert [i["invocationId"] for i in found] == ["case_lower"]  # not Case_upper, and '_' is not a wildcard
