@@ -67,7 +67,9 @@ def require_change() -> None:
 
 def _safe_next(target: str | None) -> str:
     """Only a path on this site, so the sign-in form cannot be used to bounce people elsewhere."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    # Browsers read "/\\host" like "//host": refuse backslashes as well as a second slash or a netloc.
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target \
+            and not urlsplit(target).netloc:
         return target
     return url_for("console.invocations")
 

@@ -110,3 +110,11 @@ def test_read_only_sees_no_actions_and_its_posts_are_refused(secure_app: Flask, 
     assert client.post(f"/dead-letters/{dead.id}/replay", data={"csrf_token": csrf_of(page),
                                                                "confirmed": "1"}).status_code == 403
     assert services.ledger.get_invocation(fn, "guarded").status.value == "Stopped"
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example/x", "https://evil.example/", "javascript:x"])
+def test_sign_in_never_redirects_off_site(secure_app: Flask, services: Services, target: str) -> None:
+    client = secure_app.test_client()
+    form = client.get("/login").get_data(as_text=True)
+    answer = client.post("/login", data={"csrf_token": csrf_of(form), "token": token(services)[1], "next": target})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/"
