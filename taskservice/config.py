@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from taskservice.errors import ConfigError
 
@@ -26,6 +26,8 @@ class Settings(BaseModel):
     database_url: str = ""
     broker_url: str = ""
     storage_url: str = ""
+    storage_endpoints: str = Field(default="", description="extra named storages for handlers, NAME=URL;NAME=URL "
+                                                           "(range-copy's dst_endpoint)")
     queue: str = Field(default="taskservice.invocations", min_length=1, max_length=200)
     max_payload_bytes: int = Field(default=128 * 1024, ge=1, le=64 * 1024 * 1024)
     lease_s: float = Field(default=30.0, gt=0, le=3600)
@@ -51,6 +53,14 @@ class Settings(BaseModel):
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_workers: int = Field(default=0, ge=0, le=256, description="0 = 2 x cores + 1")
     worker_concurrency: int = Field(default=0, ge=0, le=1024, description="0 = number of cores")
+
+    @field_validator("storage_endpoints")
+    @classmethod
+    def _endpoints_parse(cls, value: str) -> str:
+        from taskservice.storage import parse_endpoints
+
+        parse_endpoints(value)  # refuse a malformed list when the process starts, not at the first copy
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -43,7 +43,7 @@ class WorkerProcess:
             self._runner = Runner(self.services.ledger, self.services.dispatcher, self.services.submitter,
                                   worker_id=f"{socket.gethostname()}:{os.getpid()}", lease_s=s.lease_s,
                                   heartbeat_s=s.heartbeat_s, retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
-                                  storage_url=s.resolved_storage_url)
+                                  storage_url=s.resolved_storage_url, storage_endpoints=s.storage_endpoints)
         return self._runner
 
     def after_fork(self, **_: Any) -> None:

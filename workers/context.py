@@ -76,9 +76,11 @@ class StopRequested(Exception):
 
 class Context:
     def __init__(self, channel: Channel, *, request_id: str, invocation_id: str, function: str, attempt: int,
-                 timeout_s: int, storage_url: str = "") -> None:
+                 timeout_s: int, storage_url: str = "", storage_endpoints: str = "") -> None:
         self._channel = channel
         self._storage_url = storage_url
+        self._storage_endpoints = storage_endpoints
+        self._endpoints: dict[str, Storage] = {}
         self._storage: Storage | None = None
         self.request_id = request_id
         self.invocation_id = invocation_id
@@ -150,6 +152,19 @@ class Context:
                 raise RuntimeError("this worker has no object storage configured")
             self._storage = open_storage(self._storage_url)
         return self._storage
+
+    def storage_at(self, endpoint: str) -> Storage:
+        """Another object storage this worker is configured for (TASKSERVICE_STORAGE_ENDPOINTS), by name: events name
+        an endpoint rather than carry credentials."""
+        if endpoint not in self._endpoints:
+            from taskservice.storage import StorageError, open_storage, parse_endpoints
+
+            urls = parse_endpoints(self._storage_endpoints)
+            if endpoint not in urls:
+                known = ", ".join(sorted(urls)) or "none (set TASKSERVICE_STORAGE_ENDPOINTS)"
+                raise StorageError(f"unknown storage endpoint {endpoint!r}; configured: {known}")
+            self._endpoints[endpoint] = open_storage(urls[endpoint])
+        return self._endpoints[endpoint]
 
     @property
     def pid(self) -> int:

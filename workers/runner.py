@@ -99,7 +99,7 @@ class _AttemptHooks:
 class Runner:
     def __init__(self, ledger: Ledger, dispatcher: Dispatcher, submitter: Submitter, *, worker_id: str,
                  lease_s: float, heartbeat_s: float, retry_base_s: float, retry_max_s: float,
-                 storage_url: str = "") -> None:
+                 storage_url: str = "", storage_endpoints: str = "") -> None:
         self.ledger = ledger
         self.dispatcher = dispatcher
         self.submitter = submitter
@@ -109,6 +109,7 @@ class Runner:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.storage_url = storage_url  # handed to each attempt, which opens its own storage client
+        self.storage_endpoints = storage_endpoints
 
     def run(self, pk: int) -> str:
         """Handle one doorbell; returns a word saying what happened (for the worker log and tests)."""
@@ -131,7 +132,8 @@ class Runner:
         invocation, function = claim.invocation, claim.function
         job = Job(handler=function.handler, payload=invocation.payload, request_id=invocation.request_id,
                   invocation_id=invocation.invocation_id, function=function.name, attempt=claim.attempt,
-                  timeout_s=function.timeout_s, storage_url=self.storage_url)
+                  timeout_s=function.timeout_s, storage_url=self.storage_url,
+                  storage_endpoints=self.storage_endpoints)
         preload_module(function.handler)
         hooks = _AttemptHooks(self, claim)
         outcome = run_isolated(job, hooks)

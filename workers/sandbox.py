@@ -38,6 +38,7 @@ class Job:
     attempt: int
     timeout_s: float
     storage_url: str = ""
+    storage_endpoints: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ def _child_main(job: Job, msg_w: int, reply_r: int, out_w: int, parent_pid: int)
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     channel = Channel(os.fdopen(msg_w, "wb"), os.fdopen(reply_r, "rb"))
     context = Context(channel, request_id=job.request_id, invocation_id=job.invocation_id, function=job.function,
-                      attempt=job.attempt, timeout_s=int(job.timeout_s), storage_url=job.storage_url)
+                      attempt=job.attempt, timeout_s=int(job.timeout_s), storage_url=job.storage_url,
+                      storage_endpoints=job.storage_endpoints)
     signal.signal(signal.SIGTERM, lambda *_: context._mark_stopping())
     try:
         handler = load_handler(job.handler)

@@ -106,6 +106,10 @@ class Storage(ABC):
         """Stream a byte range of one object into a new object."""
 
     @abstractmethod
+    def write_stream(self, bucket: str, key: str, chunks: Iterator[bytes], length: int) -> ObjectInfo:
+        """Write `length` bytes arriving as chunks (from another storage) into a new object, never all in memory."""
+
+    @abstractmethod
     def compose(self, bucket: str, key: str, sources: list[ObjectInfo]) -> ObjectInfo:
         """Concatenate source objects (in order) into one object, server side where the backend can."""
 
@@ -121,6 +125,37 @@ class Storage(ABC):
         for chunk in self.read_range(bucket, key):
             digest.update(chunk)
         return digest.hexdigest()
+
+
+def copy_range_between(source: Storage, bucket: str, key: str, offset: int, length: int, target: Storage,
+                       dst_bucket: str, dst_key: str) -> ObjectInfo:
+    """Copy a byte range into an object on the same storage (the backend's own streamed copy) or on another one
+    (another S3 endpoint: ranged reads streamed into the target's multipart upload)."""
+    if source is target:
+        return source.copy_range(bucket, key, offset, length, dst_bucket, dst_key)
+    return target.write_stream(check_bucket(dst_bucket), check_key(dst_key),
+                               source.read_range(bucket, key, offset, length), length)
+
+
+_ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def parse_endpoints(text: str) -> dict[str, str]:
+    """Named extra storages, `name=URL` separated by ';' (e.g. `backup=s3://KEY:SECRET@host:9000`). Events name an
+    endpoint, never carry its credentials, so no secret ever lands in the ledger."""
+    endpoints: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, sep, url = item.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not _ENDPOINT_NAME.fullmatch(name):
+            raise ValueError(f"storage endpoint {name or item!r} must be NAME=URL with NAME matching "
+                             f"{_ENDPOINT_NAME.pattern}")
+        if not url.startswith(("s3://", "file://")):
+            raise ValueError(f"storage endpoint {name!r} needs an s3:// or file:// URL")
+        if name in endpoints:
+            raise ValueError(f"storage endpoint {name!r} is given twice")
+        endpoints[name] = url
+    return endpoints
 
 
 def open_storage(url: str) -> Storage:

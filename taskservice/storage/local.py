@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from taskservice.storage import CHUNK, ObjectInfo, ObjectNotFound, Storage, check_bucket, check_key
+from taskservice.storage import CHUNK, ObjectInfo, ObjectNotFound, Storage, StorageError, check_bucket, check_key
 
 
 class LocalStorage(Storage):
@@ -81,6 +81,14 @@ class LocalStorage(Storage):
         self.ensure_bucket(dst_bucket)
         size = self._write_atomically(self._path(dst_bucket, dst_key), self.read_range(bucket, key, offset, length))
         return ObjectInfo(dst_bucket, dst_key, size)
+
+    def write_stream(self, bucket: str, key: str, chunks: Iterator[bytes], length: int) -> ObjectInfo:
+        self.ensure_bucket(bucket)
+        size = self._write_atomically(self._path(bucket, key), chunks)
+        if size != length:
+            self.remove(bucket, [key])
+            raise StorageError(f"expected {length} bytes for {bucket}/{key}, the source gave {size}")
+        return ObjectInfo(bucket, key, size)
 
     def compose(self, bucket: str, key: str, sources: list[ObjectInfo]) -> ObjectInfo:
         def chunks() -> Iterator[bytes]:

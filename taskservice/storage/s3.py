@@ -6,6 +6,7 @@ streams the source response straight into the destination's multipart upload, a 
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -34,6 +35,28 @@ def _translated(exc: S3Error, what: str) -> StorageError:
     if exc.code in _MISSING:
         return ObjectNotFound(f"{what} does not exist ({exc.code})")
     return StorageError(f"{what}: {exc.code}: {exc.message}")
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of an iterator of chunks: put_object reads it one part at a time."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        cut = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        data = bytes(self._buffer[:cut])
+        del self._buffer[:cut]
+        return data
 
 
 class S3Storage(Storage):
@@ -113,6 +136,14 @@ class S3Storage(Storage):
             response.close()
             response.release_conn()
         return ObjectInfo(dst_bucket, dst_key, length)
+
+    def write_stream(self, bucket: str, key: str, chunks: Iterator[bytes], length: int) -> ObjectInfo:
+        try:
+            self.client.put_object(check_bucket(bucket), check_key(key), cast(BinaryIO, _ChunkReader(chunks)), length,
+                                   part_size=PART_SIZE, num_parallel_uploads=1)
+        except S3Error as exc:
+            raise _translated(exc, f"upload to {bucket}/{key}") from exc
+        return ObjectInfo(bucket, key, length)
 
     def compose(self, bucket: str, key: str, sources: list[ObjectInfo]) -> ObjectInfo:
         try:

@@ -1,6 +1,8 @@
-"""Range-sharded copy of a large object to another bucket: N children each copy one byte range, then compose.
+"""Range-sharded copy of a large object to another bucket, or to another S3 endpoint: N children each copy one byte
+range, then compose.
 
-Event: {"bucket", "object", "dst_bucket", "dst_object"} plus optional "shards" (default 8, at most 64) and
+Event: {"bucket", "object", "dst_bucket", "dst_object"} plus optional "shards" (default 8, at most 64),
+"dst_endpoint" (the name of a storage in TASKSERVICE_STORAGE_ENDPOINTS; default: the service's own storage) and
 "shard_function" (default "range-copy-shard", deployed with `shard_handler`).
 
 Each child streams its range (a ranged GET) into a part object (a multipart upload, a few MiB in memory at a time);
@@ -13,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from taskservice.storage import ObjectInfo, ObjectNotFound
+from taskservice.storage import ObjectInfo, ObjectNotFound, Storage, StorageError, copy_range_between
 from workers.media import BadEvent
 from workers.media.family import function_name, submit_or_adopt, wait_all
 from workers.media.keys import checked_bucket, checked_key, child_id, parse_source
@@ -33,6 +35,19 @@ def shard_plan(size: int, shards: int) -> list[tuple[int, int]]:
     return [(n * step, step if n < count - 1 else size - n * step) for n in range(count)]
 
 
+def target_storage(event: Any, context: Any) -> Storage:
+    """Where the copy goes: the storage named by dst_endpoint, or the service's own."""
+    endpoint = event.get("dst_endpoint")
+    if endpoint is None:
+        return context.storage
+    if not isinstance(endpoint, str):
+        raise BadEvent("dst_endpoint must be the name of a configured storage endpoint")
+    try:
+        return context.storage_at(endpoint)
+    except StorageError as exc:
+        raise BadEvent(exc.message) from None
+
+
 def handler(event: Any, context: Any) -> dict[str, Any]:
     source = parse_source(event, output=False)
     dst_bucket = checked_bucket(event.get("dst_bucket"))
@@ -40,19 +55,21 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     shards = event.get("shards", 8)
     if not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
         raise BadEvent(f"shards must be an integer in 1..{MAX_SHARDS}")
-    if (dst_bucket, dst_key) == (source.bucket, source.key):
+    storage, iid = context.storage, context.invocation_id
+    target = target_storage(event, context)
+    if target is storage and (dst_bucket, dst_key) == (source.bucket, source.key):
         raise BadEvent("the destination is the source object")
     function = function_name(event, "shard_function", "range-copy-shard")
-    storage, iid = context.storage, context.invocation_id
     try:
         size = storage.stat(source.bucket, source.key).size
     except ObjectNotFound as exc:
         raise BadEvent(str(exc)) from None
-    storage.ensure_bucket(dst_bucket)
+    target.ensure_bucket(dst_bucket)
     plan = shard_plan(size, shards)
     parts = [ObjectInfo(dst_bucket, f"_work/{iid}/part_{n:05d}", length) for n, (_, length) in enumerate(plan)]
     children = [submit_or_adopt(context, function, {"bucket": source.bucket, "object": source.key, "offset": offset,
-                                                    "length": length, "dst_bucket": dst_bucket, "part_key": part.key},
+                                                    "length": length, "dst_bucket": dst_bucket, "part_key": part.key,
+                                                    "dst_endpoint": event.get("dst_endpoint")},
                                 child_id(iid, f"part{n:03d}"))
                 for n, ((offset, length), part) in enumerate(zip(plan, parts, strict=True))]
     context.logger.info("copying %d bytes in %d shard(s)", size, len(plan))
@@ -60,15 +77,15 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     wait_all(context, children, start=1, end=80, what="shards")
     shards_s = time.monotonic() - clock
     context.progress(80, "composing")
-    composed = storage.compose(dst_bucket, dst_key, parts)
+    composed = target.compose(dst_bucket, dst_key, parts)
     context.progress(85, "verifying checksums")
     clock = time.monotonic()
-    src_sha, dst_sha = storage.sha256(source.bucket, source.key), storage.sha256(dst_bucket, dst_key)
+    src_sha, dst_sha = storage.sha256(source.bucket, source.key), target.sha256(dst_bucket, dst_key)
     verify_s = time.monotonic() - clock
     if composed.size != size or src_sha != dst_sha:
         raise ChecksumMismatch(f"copy differs from source: {composed.size} bytes sha256 {dst_sha} vs {size} bytes "
                                f"sha256 {src_sha}")
-    storage.remove(dst_bucket, [p.key for p in parts])
+    target.remove(dst_bucket, [p.key for p in parts])
     context.progress(100, "copied and verified")
     return {"bucket": dst_bucket, "object": dst_key, "size": size, "sha256": dst_sha, "shards": len(plan),
             "timings": {"shards_s": round(shards_s, 3), "verify_s": round(verify_s, 3)}}
@@ -82,8 +99,10 @@ def shard_handler(event: Any, context: Any) -> dict[str, Any]:
     offset, length = event.get("offset"), event.get("length")
     if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
         raise BadEvent("offset and length must be non-negative integers")
-    info = context.storage.copy_range(source.bucket, source.key, offset, length, dst_bucket, part_key)
-    written = context.storage.stat(dst_bucket, part_key).size
+    target = target_storage(event, context)
+    info = copy_range_between(context.storage, source.bucket, source.key, offset, length, target, dst_bucket,
+                              part_key)
+    written = target.stat(dst_bucket, part_key).size
     if written != length:
         raise RuntimeError(f"part {part_key} has {written} bytes, expected {length}")
     return {"key": info.key, "size": written, "offset": offset}

@@ -35,8 +35,7 @@ MEDIA_FUNCTIONS = {
 BUCKET = "media"
 
 
-@pytest.fixture(scope="session")
-def s3_url() -> Iterator[str]:
+def _moto_server() -> Iterator[str]:
     """moto's S3 API served over HTTP in a thread; a missing moto fails the run."""
     try:
         from moto.server import ThreadedMotoServer
@@ -48,6 +47,17 @@ def s3_url() -> Iterator[str]:
     server.start()
     yield f"s3://testing:testing@127.0.0.1:{port}?secure=false&region=us-east-1"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    yield from _moto_server()
+
+
+@pytest.fixture(scope="session")
+def other_s3_url() -> Iterator[str]:
+    """A second S3 endpoint (its own server, its own objects), configured on the worker as endpoint "other"."""
+    yield from _moto_server()
 
 
 @pytest.fixture(scope="session")
@@ -80,12 +90,13 @@ class MediaEnv:
 
 
 @pytest.fixture(scope="session")
-def media(s3_url: str, ffmpeg_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaEnv]:
+def media(s3_url: str, other_s3_url: str, ffmpeg_tools: None, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[MediaEnv]:
     """Postgres + RabbitMQ ledger and broker, moto S3 storage, the media functions deployed, one worker with four
     slots (a waiting parent holds one, so children need the others)."""
     tmp = tmp_path_factory.mktemp("media")
     base = postgres_backend(tmp)
-    base.settings = base.settings.merged(storage_url=s3_url)
+    base.settings = base.settings.merged(storage_url=s3_url, storage_endpoints=f"other={other_s3_url}")
     for backend in migrated(base):
         services = Services.build(backend.settings)
         client = create_app(backend.settings).test_client()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 
+from taskservice.storage import open_storage
 from tests.integration.media.conftest import BUCKET, MediaEnv, unique
 
 SIZE = 200 * 1024 * 1024
@@ -68,3 +69,30 @@ def test_range_copy_of_200_mb_in_8_shards_verifies_and_stays_small(media: MediaE
     assert len(sampler.peak) >= 5, "the sampler saw the worker, its pool and the attempts"
     too_big = {pid: (rss // 2**20, name) for pid, (rss, name) in sampler.peak.items() if rss >= RSS_LIMIT}
     assert not too_big, f"worker processes over 150 MB RSS (MiB): {too_big}"
+
+
+def test_range_copy_to_another_s3_endpoint(media: MediaEnv, other_s3_url: str, tmp_path: Path) -> None:
+    source = tmp_path / "medium.bin"
+    source.write_bytes(os.urandom(22 * 1024 * 1024))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    key = f"medium/{unique('src')}.bin"
+    media.storage.upload(BUCKET, key, source)
+    iid = media.submit("range-copy", {"bucket": BUCKET, "object": key, "dst_endpoint": "other",
+                                      "dst_bucket": "offsite", "dst_object": "copies/medium.bin", "shards": 4},
+                       unique("remote"))
+    inv = media.wait("range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=120)
+    assert inv.status.value == "Succeeded", inv.error
+    result = json.loads(inv.result)
+    assert result["shards"] == 4 and result["sha256"] == digest
+    other = open_storage(other_s3_url)
+    assert other.sha256("offsite", "copies/medium.bin") == digest
+    assert other.list("offsite", f"_work/{iid}/") == []
+    assert media.storage.list(BUCKET, "copies/") == []  # nothing written on the service's own storage
+
+
+def test_range_copy_to_an_unknown_endpoint_is_invalid_and_writes_nothing(media: MediaEnv) -> None:
+    iid = media.submit("range-copy", {"bucket": BUCKET, "object": "inputs/none.bin", "dst_endpoint": "nowhere",
+                                      "dst_bucket": "offsite", "dst_object": "x.bin"}, unique("nowhere"))
+    inv = media.wait("range-copy", iid, {"Succeeded", "Failed", "Invalid"})
+    assert inv.status.value == "Invalid" and "unknown storage endpoint 'nowhere'" in (inv.error or "")
+    assert "other" in (inv.error or "")
