@@ -177,6 +177,9 @@ class ConsoleStats:
         with self.engine.connect() as conn:
             bounds = self._conditions(conn, InvocationFilter(since=since))
             for name in functions:
+                if conn.dialect.name == "postgresql":
+                    health[name] = self._health_in_sql(conn, name, bounds, sample)
+                    continue
                 # Newest first on (function, id), ended ones picked here: a status IN () would make Postgres
                 # merge several index ranges and sort them, hundreds of ms on a large ledger.
                 rows = [r for r in conn.execute(select(I.c.status, I.c.started_at, I.c.finished_at)
@@ -190,6 +193,25 @@ class ConsoleStats:
                                               succeeded=sum(Status(r.status) is Status.SUCCEEDED for r in rows),
                                               p50_s=percentile(durations, 0.50), p95_s=percentile(durations, 0.95))
         return health
+
+    @staticmethod
+    def _health_in_sql(conn: Connection, name: str, bounds: list[ColumnElement[bool]], sample: int
+                       ) -> FunctionHealth:
+        """The same figures computed by Postgres over the same sample (percentile_disc is the nearest-rank
+        percentile), so a thousand rows per function never travel to Python."""
+        recent = (select(I.c.status, I.c.started_at, I.c.finished_at).where(*bounds, I.c.function == name)
+                  .order_by(I.c.id.desc()).limit(sample).subquery())
+        timed = and_(recent.c.status.in_([Status.SUCCEEDED, Status.FAILED]), recent.c.started_at.isnot(None),
+                     recent.c.finished_at.isnot(None))
+        seconds = func.extract("epoch", recent.c.finished_at - recent.c.started_at)
+        row = conn.execute(select(
+            func.count().filter(recent.c.status.in_(TERMINAL)),
+            func.count().filter(recent.c.status == Status.SUCCEEDED),
+            func.percentile_disc(0.5).within_group(seconds).filter(timed),
+            func.percentile_disc(0.95).within_group(seconds).filter(timed))).one()
+        return FunctionHealth(function=name, ended=int(row[0]), succeeded=int(row[1]),
+                              p50_s=None if row[2] is None else float(row[2]),
+                              p95_s=None if row[3] is None else float(row[3]))
 
     def per_minute(self, *, minutes: int = 60, now: datetime | None = None) -> list[MinuteBucket]:
         """Invocations created in each of the last `minutes` minutes, by their current status (oldest first)."""

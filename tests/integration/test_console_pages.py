@@ -5,12 +5,15 @@ from __future__ import annotations
 import html
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
+from taskservice.ledger.models import INVOCATIONS
 from taskservice.ledger.queries import InvocationFilter
+from taskservice.ledger.stats import ConsoleStats
 from taskservice.services import Services
 from tests.conftest import deploy
 
@@ -202,3 +205,18 @@ def test_functions_page_and_dashboard_render_health_and_charts(app_client: Flask
     dashboard = app_client.get("/dashboard").get_data(as_text=True)
     assert 'id="per-minute"' in dashboard and 'class="st-fill-Stopped"' in dashboard
     assert "open dev mode" in dashboard  # dev runs open, and says so
+
+
+def test_function_health_figures_are_the_same_on_both_backends(services: Services, fn: str) -> None:
+    """Postgres computes them in SQL, SQLite in Python: the same nearest-rank percentiles either way."""
+    start = datetime.now(timezone.utc) - timedelta(minutes=5)
+    for n, (status, seconds) in enumerate([("Succeeded", 1), ("Succeeded", 2), ("Failed", 10), ("Succeeded", 3),
+                                           ("Stopped", 50), ("Enqueued", None)]):
+        inv = services.ledger.create_invocation(fn, f"h{n}", f"00000000-0000-0000-0000-{n:012d}", "{}")
+        if seconds is not None:
+            with services.engine.begin() as conn:  # test setup: a finished history without running handlers
+                conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.id == inv.pk).values(
+                    status=status, started_at=start, finished_at=start + timedelta(seconds=seconds)))
+    health = ConsoleStats(services.engine).function_health([fn])[fn]
+    assert (health.ended, health.succeeded) == (5, 3)
+    assert (health.p50_s, health.p95_s) == (2.0, 10.0)  # Stopped is not a duration of work; Enqueued not ended
