@@ -25,8 +25,8 @@ from sqlalchemy import Engine, text
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_core import git_revision, step  # noqa: E402
-from bench.machine import background_load, describe_machine  # noqa: E402
+from bench.bench_core import run_header, step  # noqa: E402
+from bench.machine import background_load  # noqa: E402
 from bench.results import Figure, Report, guarded_run, percentile, print_report  # noqa: E402
 from taskservice import create_app, migrate  # noqa: E402
 from taskservice.config import Settings  # noqa: E402
@@ -134,13 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         migrate.upgrade(engine)
         step(f"loading {rows:,} invocations")
         load_s = load(engine, rows, days=7)
-        machine = describe_machine()
         with engine.connect() as conn:
             version = conn.execute(text("SHOW server_version")).scalar()
-        info.update({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": run_id, "service": git_revision(),
-                     "machine": f"{machine['nproc']} x {machine['cpu']}, {machine['ram']} RAM",
-                     "load": f"{idle:.2f} cores busy with other work before the bench started",
-                     "postgres": f"PostgreSQL {version}",
+        info.update({**run_header(run_id, idle), "postgres": f"PostgreSQL {version}",
                      "ledger": f"{rows:,} invocations over 7 days, loaded in {load_s:.0f} s, then VACUUM ANALYZE"})
         app = create_app(settings)
         engines.append(app.extensions["taskservice"].engine)

@@ -94,6 +94,14 @@ def git_revision() -> str:
     return f"{head}{' + uncommitted changes in taskservice/ or workers/' if dirty else ''}" if head else "unknown"
 
 
+def run_header(run_id: str, idle_load: float) -> dict[str, str]:
+    """The lines every benchmark prints first: when, which run, which code, on what machine, how busy it was."""
+    info = describe_machine()
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": run_id, "service": git_revision(),
+            "machine": f"{info['nproc']} x {info['cpu']}, {info['ram']} RAM, {info['os']}, Python {info['python']}",
+            "load": f"{idle_load:.2f} cores busy with other work before the bench started"}
+
+
 def run_phases(rig: Rig, plan: Plan, args: argparse.Namespace, report: Report) -> None:
     api = rig.start_api(args.api_workers)
     rig.register_noop()
@@ -129,10 +137,7 @@ def run_phases(rig: Rig, plan: Plan, args: argparse.Namespace, report: Report) -
 
 
 def header(rig: Rig, args: argparse.Namespace, idle_load: float) -> dict[str, str]:
-    info = describe_machine()
-    fields = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": rig.names.run_id, "service": git_revision(),
-              "machine": f"{info['nproc']} x {info['cpu']}, {info['ram']} RAM, {info['os']}, Python {info['python']}",
-              "load": f"{idle_load:.2f} cores busy with other work before the bench started"}
+    fields = run_header(rig.names.run_id, idle_load)
     try:
         probe = rig.probe
         fields["postgres"] = (f"{probe.server_version()} (synchronous_commit={probe.setting('synchronous_commit')}, "

@@ -28,8 +28,8 @@ import psutil
 if __package__ in (None, ""):  # run as a script: make `bench` and the service importable from the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_core import git_revision, step  # noqa: E402
-from bench.machine import _busy_seconds, background_load, describe_machine  # noqa: E402
+from bench.bench_core import run_header, step  # noqa: E402
+from bench.machine import _busy_seconds, background_load  # noqa: E402
 from bench.procs import BenchError, Launched  # noqa: E402
 from bench.results import Figure, Report, guarded_run, print_report  # noqa: E402
 from bench.rig import REPO, Endpoints, Rig, RunNames, venv_tool  # noqa: E402
@@ -203,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         idle = background_load()
         rig.setup()
-        machine = describe_machine()
-        info.update({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": names.run_id, "service": git_revision(),
-                     "machine": f"{machine['nproc']} x {machine['cpu']}, {machine['ram']} RAM, {machine['os']}",
-                     "load": f"{idle:.2f} cores busy before the bench started",
+        info.update({**run_header(names.run_id, idle),
                      "clip": f"{args.seconds}s {args.size}@{args.fps} → mp4 x264 {PRESET} + aac; segments "
                              f"{args.segment_seconds:g}s"})
         run(rig, args, report)

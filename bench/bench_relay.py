@@ -30,8 +30,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` and the service i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bare_producers, outbox_fill, relay_phase  # noqa: E402
-from bench.bench_core import git_revision, step  # noqa: E402
-from bench.machine import background_load, describe_machine  # noqa: E402
+from bench.bench_core import run_header, step  # noqa: E402
+from bench.machine import background_load  # noqa: E402
 from bench.procs import BenchError  # noqa: E402
 from bench.results import Figure, Report, guarded_run, print_report  # noqa: E402
 from bench.rig import NOOP_HANDLER, REPO, Endpoints, Rig, RunNames  # noqa: E402
@@ -251,10 +251,7 @@ def header(rig: Rig, plan: Plan, kafka: KafkaBroker, idle_load: float) -> dict[s
     import confluent_kafka
     import kombu
 
-    info = describe_machine()
-    fields = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": rig.names.run_id, "service": git_revision(),
-              "machine": f"{info['nproc']} x {info['cpu']}, {info['ram']} RAM, {info['os']}, Python {info['python']}",
-              "load": f"{idle_load:.2f} cores busy with other work before the bench started"}
+    fields = run_header(rig.names.run_id, idle_load)
     try:
         probe = rig.probe
         fields["postgres"] = (f"{probe.server_version()} (synchronous_commit={probe.setting('synchronous_commit')}, "

@@ -25,8 +25,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bare_celery_app import HANG_TASK, make_app  # noqa: E402
-from bench.bench_core import git_revision, step  # noqa: E402
-from bench.machine import background_load, describe_machine  # noqa: E402
+from bench.bench_core import run_header, step  # noqa: E402
+from bench.machine import background_load  # noqa: E402
 from bench.procs import BenchError, Launched  # noqa: E402
 from bench.results import Figure, Report, guarded_run, percentile, print_report  # noqa: E402
 from bench.rig import REPO, Endpoints, Rig, RunNames  # noqa: E402
@@ -173,11 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         step(f"setup: database {names.database}, results in {results_dir}")
         idle = background_load()
         rig.setup()
-        machine = describe_machine()
-        info.update({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": names.run_id, "service": git_revision(),
-                     "machine": f"{machine['nproc']} x {machine['cpu']}, {machine['ram']} RAM",
-                     "load": f"{idle:.2f} cores busy with other work before the bench started",
-                     "postgres": rig.probe.server_version(), "broker": rig.broker.server_version(),
+        info.update({**run_header(names.run_id, idle), "postgres": rig.probe.server_version(),
+                     "broker": rig.broker.server_version(),
                      "setup": f"gunicorn 2 workers; worker pools -c {args.concurrency} prefork on both sides"})
         rig.start_api(2)
         rig.register_noop()
