@@ -4,6 +4,7 @@ Uses kombu (already a dependency) rather than rabbitmqctl, which needs root and 
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from kombu import Connection
@@ -43,12 +44,7 @@ class BrokerAdmin:
             for name in names:
                 for drop in ("queue_delete", "exchange_delete"):
                     channel = conn.channel()
-                    try:
+                    with contextlib.suppress(Exception):  # already gone, or never declared
                         getattr(channel, drop)(name)
-                    except Exception:  # already gone, or never declared
-                        pass
-                    finally:
-                        try:
-                            channel.close()
-                        except Exception:
-                            pass
+                    with contextlib.suppress(Exception):  # a failed drop may have closed it already
+                        channel.close()

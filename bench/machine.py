@@ -5,6 +5,7 @@ figure is only explained by saying who used them: the per-component CPU breakdow
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -21,14 +22,12 @@ SERVICE_NAMES = {"postgres": "postgres", "beam.smp": "rabbitmq", "erl_child_setu
 def describe_machine() -> dict[str, str]:
     """nproc, CPU model and RAM, as printed with every result."""
     model = "unknown"
-    try:
+    with contextlib.suppress(OSError):
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith("model name"):
                     model = line.split(":", 1)[1].strip()
                     break
-    except OSError:
-        pass
     ram_gib = psutil.virtual_memory().total / 2**30
     return {"nproc": str(os.cpu_count() or 0), "cpu": model, "ram": f"{ram_gib:.1f} GiB",
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}

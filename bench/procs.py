@@ -6,6 +6,7 @@ context manager so that an error or Ctrl-C in the middle of a phase still leaves
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -95,10 +96,8 @@ class ProcessSet:
         for it to exit, SIGKILL its whole process group so that nothing it forked survives, and only then reap it."""
         if launched.popen.returncode is None:  # not reaped yet (wrk is reaped by wait_with_rusage)
             if launched.alive():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(launched.pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + timeout_s
             while launched.alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -133,10 +132,8 @@ class ProcessSet:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def wait_for_http(url: str, launched: Launched, procs: ProcessSet, *, timeout_s: float = 30.0) -> None:
@@ -144,11 +141,9 @@ def wait_for_http(url: str, launched: Launched, procs: ProcessSet, *, timeout_s:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         procs.ensure_alive(launched)
-        try:
+        with contextlib.suppress(requests.RequestException):
             if requests.get(url, timeout=2).status_code == 200:
                 return
-        except requests.RequestException:
-            pass
         time.sleep(0.2)
     raise BenchError(f"{launched.name} did not answer {url} within {timeout_s:.0f}s:\n{launched.log_tail()}")
 

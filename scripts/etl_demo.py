@@ -8,6 +8,7 @@ replay — with an edited payload from the store, then idempotently from the dea
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -65,11 +66,9 @@ def main() -> None:
     try:
         deadline = time.monotonic() + 60
         while True:
-            try:
+            with contextlib.suppress(requests.ConnectionError):
                 if requests.get(f"{base}/healthz", timeout=1).ok:
                     break
-            except requests.ConnectionError:
-                pass
             if time.monotonic() > deadline or dev.poll() is not None:
                 raise SystemExit("taskservice dev did not start")
             time.sleep(0.2)

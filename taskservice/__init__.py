@@ -1,6 +1,7 @@
 """taskservice: a self-hosted stateful asynchronous task service with destinations."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -40,9 +41,7 @@ def _generated_secret(data_dir: Path) -> str:
     path = data_dir / "secret_key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):  # another process made it first
             with open(path, "x", encoding="ascii", opener=lambda p, f: os.open(p, f, 0o600)) as out:
                 out.write(secrets.token_urlsafe(48))
-        except FileExistsError:  # another process made it first
-            pass
     return path.read_text(encoding="ascii").strip()

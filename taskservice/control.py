@@ -5,6 +5,7 @@ children and a retry rings its doorbell the same way wherever it was asked for.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -40,10 +41,8 @@ class TaskControl:
     def _stop_children(self, pk: int) -> None:
         for child in self.ledger.children(pk):
             if child.status not in TERMINAL and child.status is not Status.STOPPING:
-                try:
+                with contextlib.suppress(Conflict, IllegalTransition):  # it ended between the read and the stop
                     self.ledger.request_stop(child.pk)
-                except (Conflict, IllegalTransition):  # it ended between the read and the stop
-                    pass
             self._stop_children(child.pk)
 
     def retry(self, invocation: Invocation, *, include_succeeded: bool = False) -> Invocation:

@@ -4,6 +4,7 @@ A server that is not reachable fails the run: these tests exist to exercise the 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -133,10 +134,8 @@ class ServiceProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no chance to clean up."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait()
         self.log.close()
 
@@ -144,10 +143,8 @@ class ServiceProcess:
         """Graceful stop through the main process only (signalling a Celery pool directly can hang billiard)."""
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
 
 
@@ -221,11 +218,9 @@ def wait_for_health(base: str, proc: subprocess.Popen[bytes], log_path: Path, ti
 
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
+        with contextlib.suppress(requests.ConnectionError):
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{base} did not answer /healthz:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.1)

@@ -6,6 +6,7 @@ connections. Why fork rather than spawn: it costs a few milliseconds instead of 
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
@@ -86,15 +87,11 @@ def kill_tree(pid: int) -> None:
         descendants = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         descendants = []
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     for proc in descendants:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -283,10 +280,8 @@ class _Supervision:
             self._wait_quietly()
             selector.close()
             for fd in (self.messages.fd, self.output.fd, self.reply_w):
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
 
     def _reap(self, deadline: float) -> int | None:
         """The handler closed its channel: collect its exit status, waiting briefly for it to finish exiting."""
@@ -316,10 +311,8 @@ class _Supervision:
     def _wait_quietly(self) -> None:
         if self.pid_reaped:
             return
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
 
 
 def _pump_ready(selector: selectors.BaseSelector, wait: float) -> bool:

@@ -1,6 +1,7 @@
 """Commands that run parts of the service: dev, api, worker, migrate."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -196,15 +197,11 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
     Signalling the pool processes directly would leave the main process waiting forever on a queue lock one of
     them held."""
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.terminate()
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     proc.wait()
 
 

@@ -15,6 +15,7 @@ every address it resolves to; an allowed network allows the addresses inside it,
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
@@ -244,10 +245,8 @@ def parse_webhook_url(uri: str) -> WebhookURL:
 
 
 def _ascii_host(raw: str) -> str:
-    try:
+    with contextlib.suppress(ValueError):
         return str(ipaddress.ip_address(raw))
-    except ValueError:
-        pass
     try:
         host = raw.encode("idna").decode("ascii").lower().rstrip(".")
     except UnicodeError as exc:

@@ -6,6 +6,7 @@ records away from the real consumer.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,10 +54,8 @@ class QueueDestination:
 
     def close(self) -> None:
         if self._connection is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken connection may raise again; it is gone either way
                 self._connection.release()
-            except Exception:  # closing a broken connection may raise again; it is gone either way
-                pass
         self._connection = None
         self._producer = None
 
@@ -102,12 +101,10 @@ def drain_queue(name: str, *, url: str, transport_options: dict[str, Any], idle_
         try:
             while True:
                 messages = []
-                try:
+                with contextlib.suppress(queue.Empty):
                     messages.append(queue.get(block=True, timeout=idle_s))
                     while len(messages) < batch:
                         messages.append(queue.get(block=True, timeout=0.2))
-                except queue.Empty:
-                    pass
                 if not messages:
                     return
 

@@ -23,7 +23,7 @@ class ChildLedger:
         self.progress: list[tuple[float, str]] = []
 
     def on_log(self, at: str, level: str, message: str) -> None:
-        pass
+        """These tests look at progress and children only; log lines are dropped."""
 
     def on_progress(self, percent: float, message: str) -> None:
         self.progress.append((percent, message))
