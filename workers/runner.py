@@ -123,7 +123,7 @@ class Runner:
     def _not_started(self, invocation: Invocation) -> str:
         if invocation.status.value in ("Enqueued", "Retrying"):
             # Too early (backoff) or at the function's concurrency limit: ring again later, keep the status.
-            self._ring(invocation.pk, delay_s=1.0)
+            self.submitter.ring(invocation.pk, delay_s=1.0)
             self.ledger.defer(invocation.pk, 1.0)
             return "deferred"
         return invocation.status.value.lower()
@@ -162,9 +162,6 @@ class Runner:
                                  max_retries=claim.function.max_retries, retry_delay_s=delay,
                                  retry_base=claim.invocation.retry_base)
         if moved is not None and moved.status is Status.RETRYING:
-            self._ring(pk, delay_s=delay)
+            self.submitter.ring(pk, delay_s=delay)
             return "retrying"
         return "failed"
-
-    def _ring(self, pk: int, *, delay_s: float) -> None:
-        self.submitter.ring(pk, delay_s=delay_s)

@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from taskservice.cli.output import api_errors, client_of, parse_json_option, print_json, print_table, status_text
+from taskservice.cli.output import (
+    api_errors,
+    client_of,
+    parse_json_option,
+    print_json,
+    print_page,
+    print_table,
+    status_text,
+)
 from taskservice.client import Client
 
 TERMINAL = {"Succeeded", "Failed", "Stopped", "Expired", "Invalid"}
@@ -169,16 +177,12 @@ def list_tasks(ctx: click.Context, as_json: bool, **params: Any) -> None:
     """Invocations, newest first."""
     with api_errors():
         page = client_of(ctx).list_invocations(**params)
-    if as_json:
-        print_json(page)
-        return
-    print_table(page["items"], [
+    print_page(page, [
         ("FUNCTION", lambda i: i["function"]), ("INVOCATION ID", lambda i: i["invocationId"]),
         ("STATUS", lambda i: i["status"]), ("ATTEMPTS", lambda i: i["attempts"]),
         ("CREATED", lambda i: i["createdAt"]), ("DURATION", lambda i: _ms(i["durationMs"])),
-        ("PROGRESS", lambda i: None if i["progress"]["percent"] is None else f"{i['progress']['percent']:.0f}%")])
-    if page["next_cursor"]:
-        click.echo(f"more: --cursor {page['next_cursor']}")
+        ("PROGRESS", lambda i: None if i["progress"]["percent"] is None else f"{i['progress']['percent']:.0f}%")],
+        as_json=as_json)
 
 
 def _ms(value: float | None) -> str | None:

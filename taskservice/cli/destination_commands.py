@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from taskservice.cli.output import api_errors, client_of, parse_json_option, print_json, print_table
+from taskservice.cli.output import api_errors, client_of, parse_json_option, print_json, print_page, print_table
 from taskservice.cli.server_commands import load_settings
 
 
@@ -76,15 +76,10 @@ def dlq_list(ctx: click.Context, as_json: bool, **params: Any) -> None:
     """Failure records, newest first."""
     with api_errors():
         page = client_of(ctx).request("GET", "/v1/dead-letters", params=params)
-    if as_json:
-        print_json(page)
-        return
-    print_table(page["items"], [
+    print_page(page, [
         ("ID", lambda d: d["id"]), ("FUNCTION", lambda d: d["function"]),
         ("INVOCATION ID", lambda d: d["invocationId"]), ("CONDITION", lambda d: d["condition"]),
-        ("ERROR", lambda d: d["errorType"]), ("CREATED", lambda d: d["createdAt"])])
-    if page["next_cursor"]:
-        click.echo(f"more: --cursor {page['next_cursor']}")
+        ("ERROR", lambda d: d["errorType"]), ("CREATED", lambda d: d["createdAt"])], as_json=as_json)
 
 
 @dlq.command("replay")

@@ -51,6 +51,17 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Cal
         click.echo("  ".join(out).rstrip())
 
 
+def print_page(page: dict[str, Any], columns: Sequence[tuple[str, Callable[[dict[str, Any]], Any]]], *,
+                as_json: bool) -> None:
+    """One page of a keyset-paginated list: JSON as the API sent it, or a table and how to ask for the next page."""
+    if as_json:
+        print_json(page)
+        return
+    print_table(page["items"], columns)
+    if page["next_cursor"]:
+        click.echo(f"more: --cursor {page['next_cursor']}")
+
+
 def parse_json_option(value: str, option: str) -> Any:
     try:
         return json.loads(value)
