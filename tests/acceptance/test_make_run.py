@@ -136,3 +136,15 @@ def test_cli_stops_and_retries_one_or_many(dev_server: dict[str, Any]) -> None:
     assert refused.returncode == 1 and "NotRetryable (409)" in refused.stderr
     rerun = cli(dev_server, "tasks", "retry", "napper", "nap_ok", "--include-succeeded")
     assert rerun.returncode == 0 and "now" in rerun.stdout
+
+
+def test_cli_lists_dead_letters_page_by_page(dev_server: dict[str, Any]) -> None:
+    cli(dev_server, "functions", "deploy", "doomed", "--handler", "workers.handlers.echo:handler", "--max-retries", "0")
+    for n in range(3):
+        cli(dev_server, "invoke", "doomed", "-e", '{"fail": "on purpose"}', "--invocation-id", f"doomed_{n}", "--wait")
+    table = cli(dev_server, "dlq", "list", "--function", "doomed", "--limit", "2")
+    assert table.returncode == 0, table.stderr
+    assert "doomed_2" in table.stdout and "RetriesExhausted" in table.stdout and "more: --cursor" in table.stdout
+    cursor = table.stdout.rsplit("--cursor ", 1)[1].strip()
+    rest = json.loads(cli(dev_server, "dlq", "list", "--function", "doomed", "--cursor", cursor, "--json").stdout)
+    assert [d["invocationId"] for d in rest["items"]] == ["doomed_0"] and rest["next_cursor"] is None
