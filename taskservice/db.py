@@ -1,14 +1,18 @@
 """Engine creation: the one place that knows how SQLite and Postgres differ in connection setup."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so that several processes can write."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)  # the embedded ledger makes its own folder
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         _make_sqlite_multiprocess_safe(engine)
         return engine

@@ -10,9 +10,11 @@ import threading
 import time
 from collections import defaultdict
 
+from taskservice.backoff import backoff_delay
 from taskservice.destinations.base import DeliveryError
 from taskservice.destinations.registry import Destinations
 from taskservice.ledger.outbox import Delivery, Outbox
+from taskservice.specs import is_webhook
 
 log = logging.getLogger(__name__)
 WEBHOOK_CHUNK = 10  # webhooks go one request per record, each up to its timeout: check the claim often
@@ -32,9 +34,6 @@ class Relay:
         self.max_attempts = max_attempts
         self._stop = threading.Event()
 
-    def backoff(self, attempts: int) -> float:
-        return min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, attempts - 1))
-
     def run_once(self) -> int:
         """Deliver one batch; returns how many records it handled (0 = nothing due)."""
         claimed = self.outbox.claim(self.relay_id, limit=self.batch, lease_s=self.lease_s)
@@ -49,7 +48,7 @@ class Relay:
     def _deliver_group(self, uri: str, group: list[Delivery], claim_deadline: float) -> None:
         """Deliver in chunks, and hand back what is left when the claim is about to lapse: a slow destination
         (a webhook at its timeout) must not let another relay take and re-send records still being sent."""
-        chunk = WEBHOOK_CHUNK if uri.startswith(("http://", "https://")) else len(group)
+        chunk = WEBHOOK_CHUNK if is_webhook(uri) else len(group)
         for start in range(0, len(group), chunk):
             if time.monotonic() > claim_deadline:
                 self.outbox.release([d.id for d in group[start:]])
@@ -70,7 +69,8 @@ class Relay:
         for delivery, error in failures:
             attempts = delivery.attempts + 1
             give_up = error.permanent or attempts >= self.max_attempts
-            self.outbox.failed(delivery, error.message, retry_in_s=self.backoff(attempts), give_up=give_up)
+            retry_in_s = backoff_delay(attempts, self.backoff_base_s, self.backoff_max_s)
+            self.outbox.failed(delivery, error.message, retry_in_s=retry_in_s, give_up=give_up)
 
     def run_forever(self) -> None:
         log.info("relay %s started", self.relay_id)

@@ -41,8 +41,6 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, *, dispatcher: Dispatcher | None = None) -> Services:
-        if settings.resolved_database_url.startswith("sqlite"):
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.resolved_database_url)
         ledger = Ledger(engine, max_log_lines=settings.max_log_lines)
         dispatcher = dispatcher or Dispatcher(make_celery(settings))

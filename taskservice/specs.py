@@ -15,12 +15,14 @@ from taskservice.errors import (
     InvalidTriggerConfig,
     RequestError,
 )
+from taskservice.statuses import Condition
 
 INVOCATION_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 HANDLER = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
-DESTINATION_SCHEMES = ("queue:", "kafka:", "function:", "https://", "http://")
+WEBHOOK_SCHEMES = ("https://", "http://")
+DESTINATION_SCHEMES = ("queue:", "kafka:", "function:", *WEBHOOK_SCHEMES)
 DESTINATION_TARGET = re.compile(r"^[A-Za-z0-9_.\-]{1,249}$")
 
 
@@ -39,9 +41,13 @@ def check_function_name(value: str) -> str:
     return _check_identifier(value, FUNCTION_NAME, InvalidName, "function name", 63)
 
 
+def is_webhook(uri: str) -> bool:
+    return uri.startswith(WEBHOOK_SCHEMES)
+
+
 def check_destination(uri: str) -> str:
     """Accept the destination kinds of design §2; everything else is refused at registration, not at delivery."""
-    if uri.startswith(("https://", "http://")):
+    if is_webhook(uri):
         host = uri.split("://", 1)[1].split("/", 1)[0]
         if not host or "@" in host or any(c.isspace() for c in uri):
             raise ValueError(f"invalid webhook URL {uri!r}: give https://host[:port]/path, without credentials")
@@ -162,7 +168,7 @@ class ReplayMany(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     function: Annotated[str | None, Field(pattern=FUNCTION_NAME.pattern)] = None
-    condition: Literal["RetriesExhausted", "EventAgeExceeded", "Stopped", "Invalid"] | None = None
+    condition: Condition | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100

@@ -65,11 +65,14 @@ class Submitter:
         self.ring(invocation.pk)
         return invocation
 
-    def ring(self, pk: int, *, delay_s: float = 0.0) -> None:
+    def ring(self, pk: int, *, delay_s: float = 0.0) -> bool:
         """Ring the broker for an invocation the ledger already holds (new, retried, or to try again later). A broker
-        that is down is not the caller's error: the invocation is flagged and the reaper rings it when it can."""
+        that is down is not the caller's error: the invocation is flagged and the reaper rings it when it can.
+        Returns whether the broker took the doorbell."""
         try:
             self.dispatcher.ring(pk, delay_s=delay_s)
         except DispatchError as exc:
             log.warning("invocation %s waits for the broker; the reaper will ring it: %s", pk, exc)
             self.ledger.mark_undispatched([pk])
+            return False
+        return True

@@ -40,7 +40,7 @@ class WorkerProcess:
     def runner(self) -> Runner:
         if self._runner is None:
             s = self.settings
-            self._runner = Runner(self.services.ledger, self.services.dispatcher, self.services.submitter,
+            self._runner = Runner(self.services.ledger, self.services.submitter,
                                   worker_id=f"{socket.gethostname()}:{os.getpid()}", lease_s=s.lease_s,
                                   heartbeat_s=s.heartbeat_s, retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
                                   storage_url=s.resolved_storage_url, storage_endpoints=s.storage_endpoints)
@@ -54,7 +54,7 @@ class WorkerProcess:
 
     def start_reaper(self, **_: Any) -> None:
         s = self.settings
-        self._reaper = Reaper(self.services.ledger, self.services.dispatcher, interval_s=s.reaper_interval_s,
+        self._reaper = Reaper(self.services.ledger, self.services.submitter, interval_s=s.reaper_interval_s,
                               retention_s=s.retention_s, redispatch_after_s=s.redispatch_after_s)
         self._reaper.start()
         log.info("reaper started: every %.1fs, lease %.1fs", s.reaper_interval_s, s.lease_s)

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from taskservice.statuses import TERMINAL
+
 if TYPE_CHECKING:
     from taskservice.storage import Storage
 
-TERMINAL = frozenset({"Succeeded", "Failed", "Stopped", "Expired", "Invalid"})
 
 
 class Channel:

@@ -7,10 +7,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from taskservice.dispatch import Dispatcher
+from taskservice.backoff import backoff_delay
+from taskservice.clock import utcnow
 from taskservice.errors import TaskServiceError
 from taskservice.ledger import Ledger, Status
-from taskservice.ledger.manager import utcnow
 from taskservice.ledger.records import Claim, Invocation
 from taskservice.submission import Submitter
 from workers.sandbox import Job, Outcome, preload_module, run_isolated
@@ -19,11 +19,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 0.5
 STOP_CHECK_S = 0.5  # a stop request reaches a running handler within about this long
-
-
-def retry_delay(attempt: int, base_s: float, max_s: float) -> float:
-    """Exponential backoff: base, 2×base, 4×base … capped."""
-    return min(max_s, base_s * (2 ** max(0, attempt - 1)))
 
 
 class _AttemptHooks:
@@ -97,11 +92,10 @@ class _AttemptHooks:
 
 
 class Runner:
-    def __init__(self, ledger: Ledger, dispatcher: Dispatcher, submitter: Submitter, *, worker_id: str,
+    def __init__(self, ledger: Ledger, submitter: Submitter, *, worker_id: str,
                  lease_s: float, heartbeat_s: float, retry_base_s: float, retry_max_s: float,
                  storage_url: str = "", storage_endpoints: str = "") -> None:
         self.ledger = ledger
-        self.dispatcher = dispatcher
         self.submitter = submitter
         self.worker_id = worker_id
         self.lease_s = lease_s
@@ -157,7 +151,7 @@ class Runner:
         if outcome.kind == "stopped":
             self.ledger.stopped(pk, attempt)
             return "stopped"
-        delay = retry_delay(attempt, self.retry_base_s, self.retry_max_s)
+        delay = backoff_delay(attempt, self.retry_base_s, self.retry_max_s)
         moved = self.ledger.fail(pk, attempt, error_type=outcome.error_type, error=outcome.error,
                                  max_retries=claim.function.max_retries, retry_delay_s=delay,
                                  retry_base=claim.invocation.retry_base)

@@ -18,11 +18,11 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import psutil
 
+from taskservice.clock import utcnow
 from workers.context import Channel, Context, InvalidEvent
 
 OUTPUT_LEVEL = "OUTPUT"
@@ -335,4 +335,4 @@ def _describe_status(status: int | None) -> str:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return utcnow().isoformat()

@@ -9,9 +9,9 @@ from taskservice.api.requests import int_arg, json_body, time_arg
 from taskservice.api.views import dead_letter_view, submitted_view
 from taskservice.errors import InvalidQuery
 from taskservice.specs import ReplayMany, ReplayOne, check_function_name
+from taskservice.statuses import FAILURE_CONDITIONS
 
 dead_letters_api = Blueprint("dead_letters", __name__, url_prefix="/v1")
-CONDITIONS = ("RetriesExhausted", "EventAgeExceeded", "Stopped", "Invalid")
 
 
 def dead_letter_filter(args: Any) -> tuple[str | None, str | None]:
@@ -20,8 +20,8 @@ def dead_letter_filter(args: Any) -> tuple[str | None, str | None]:
     if function is not None:
         check_function_name(function)
     condition = args.get("condition") or None
-    if condition is not None and condition not in CONDITIONS:
-        raise InvalidQuery(f"unknown condition {condition!r}; one of {', '.join(CONDITIONS)}")
+    if condition is not None and condition not in FAILURE_CONDITIONS:
+        raise InvalidQuery(f"unknown condition {condition!r}; one of {', '.join(FAILURE_CONDITIONS)}")
     return function, condition
 REPLAY_MAX_BYTES = 16 * 1024 * 1024  # up to 1000 external records, each carrying its payload
 

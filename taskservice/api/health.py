@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
-from taskservice import __version__
 from taskservice.api.openapi import openapi_document
+from taskservice.version import __version__
 
 health_api = Blueprint("health", __name__)
 

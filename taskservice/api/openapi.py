@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskservice import __version__
 from taskservice.ledger import Status
 from taskservice.specs import FUNCTION_NAME, INVOCATION_ID, FunctionConfig, ReplayMany, ReplayOne, TriggerConfig
+from taskservice.version import __version__
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 

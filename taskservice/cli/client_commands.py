@@ -19,8 +19,7 @@ from taskservice.cli.output import (
     status_text,
 )
 from taskservice.client import Client
-
-TERMINAL = {"Succeeded", "Failed", "Stopped", "Expired", "Invalid"}
+from taskservice.statuses import TERMINAL
 
 
 # --- functions --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import click
 
 from taskservice.cli.output import api_errors, client_of, parse_json_option, print_json, print_page, print_table
 from taskservice.cli.server_commands import load_settings
+from taskservice.statuses import FAILURE_CONDITIONS
 
 
 @click.group()
@@ -64,7 +65,7 @@ def dlq() -> None:
 
 @dlq.command("list")
 @click.option("--function", default=None)
-@click.option("--condition", type=click.Choice(["RetriesExhausted", "EventAgeExceeded", "Stopped", "Invalid"]),
+@click.option("--condition", type=click.Choice(FAILURE_CONDITIONS),
               default=None)
 @click.option("--since", default=None, help="ISO 8601 or epoch ms.")
 @click.option("--until", default=None, help="ISO 8601 or epoch ms.")
@@ -87,7 +88,7 @@ def dlq_list(ctx: click.Context, as_json: bool, **params: Any) -> None:
 @click.option("--payload", default=None, help="Replay ID with this JSON payload instead of the recorded one.")
 @click.option("--force", is_flag=True, help="Replay even if this failure was replayed before.")
 @click.option("--function", default=None, help="Filter: replay this function's failures.")
-@click.option("--condition", type=click.Choice(["RetriesExhausted", "EventAgeExceeded", "Stopped", "Invalid"]),
+@click.option("--condition", type=click.Choice(FAILURE_CONDITIONS),
               default=None, help="Filter: only this condition.")
 @click.option("--since", default=None, help="Filter: ISO 8601 (UTC when naive).")
 @click.option("--until", default=None, help="Filter: ISO 8601 (UTC when naive).")

@@ -30,8 +30,6 @@ def _migrate(settings: Settings) -> str | None:
     from taskservice import migrate as migrations
     from taskservice.db import make_engine
 
-    if settings.resolved_database_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     try:
         migrations.upgrade(engine)
@@ -44,8 +42,6 @@ def require_current_schema(settings: Settings) -> None:
     from taskservice import migrate as migrations
     from taskservice.db import make_engine
 
-    if settings.resolved_database_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     try:
         migrations.ensure_current(engine)
@@ -72,8 +68,8 @@ def migrate() -> None:
 @click.option("--workers", type=int, default=None, help="gunicorn worker processes (default 2 × cores + 1).")
 def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the REST API with gunicorn."""
-    from taskservice import create_app
     from taskservice.api.server import serve_gunicorn
+    from taskservice.app import create_app
 
     settings = load_settings(api_host=host, api_port=port, api_workers=workers)
     require_current_schema(settings)
@@ -108,8 +104,8 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool) -> None:
     """API, console, worker and relay in one command, on the embedded default unless TASKSERVICE_* says otherwise.
     Open (no sign-in) and bound to 127.0.0.1 unless --auth."""
-    from taskservice import create_app
     from taskservice.api.server import serve_dev
+    from taskservice.app import create_app
 
     settings = load_settings(api_port=port, data_dir=data_dir)
     revision = _migrate(settings)

@@ -7,12 +7,13 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from taskservice.api.dead_letters import CONDITIONS, dead_letter_filter
+from taskservice.api.dead_letters import dead_letter_filter
 from taskservice.console.auth import require_change
 from taskservice.console.blueprint import console, services
 from taskservice.console.confirm import ask_first
 from taskservice.errors import DuplicateInvocation, TaskServiceError
 from taskservice.ledger.records import DeadLetter
+from taskservice.statuses import FAILURE_CONDITIONS
 
 PAGE_SIZE = 50
 
@@ -25,7 +26,7 @@ def dead_letters() -> str:
     items, older = services().ledger.list_dead_letters(function=function, condition=condition, limit=PAGE_SIZE,
                                                        cursor=cursor)
     return render_template("dead_letters.html", items=items, older=older, paged=cursor is not None,
-                           function=function, condition=condition, conditions=CONDITIONS,
+                           function=function, condition=condition, conditions=FAILURE_CONDITIONS,
                            functions=[f.name for f in services().ledger.list_functions()])
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from taskservice.clock import utcnow
+
 #: JSON longer than this (characters, once indented) or than FOLD_LINES lines is shown folded in a <details>.
 FOLD_CHARS = 2000
 FOLD_LINES = 40
@@ -15,7 +17,7 @@ def reltime(value: datetime | None, now: datetime | None = None) -> str:
     """'12 s ago', '3 min ago', 'in 4 s': what a person reads first; the absolute time goes in the title."""
     if value is None:
         return "—"
-    seconds = ((now or datetime.now(timezone.utc)) - value).total_seconds()
+    seconds = ((now or utcnow()) - value).total_seconds()
     ahead = seconds < 0
     seconds = abs(seconds)
     if seconds < 1:

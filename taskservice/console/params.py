@@ -6,13 +6,14 @@ presets, a page size and links that change one thing about the current view.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 from flask import request, url_for
 from werkzeug.datastructures import MultiDict
 
 from taskservice.api.requests import int_arg, invocation_filter
+from taskservice.clock import utcnow
 from taskservice.errors import InvalidQuery
 from taskservice.ledger.queries import InvocationFilter, decode_cursor
 
@@ -40,7 +41,7 @@ def list_query(args: MultiDict[str, str]) -> ListQuery:
             raise InvalidQuery(f"unknown time window {window!r}; one of {', '.join(WINDOWS)}")
         if flt.since is not None:
             raise InvalidQuery("give either a time window or since, not both")
-        flt = replace(flt, since=datetime.now(timezone.utc) - WINDOWS[window])
+        flt = replace(flt, since=utcnow() - WINDOWS[window])
     if flt.since and flt.until and flt.since >= flt.until:
         raise InvalidQuery("since must be before until")
     older, newer = args.get("older") or None, args.get("newer") or None

@@ -19,6 +19,15 @@ class DeliveryError(TaskServiceError):
         self.permanent = permanent  # retrying cannot help (e.g. the record is too large for the target)
 
 
+class Submits(Protocol):
+    """What a function: destination needs of the submission path, so destinations sit below it instead of
+    importing it (the relay hands in the one Submitter)."""
+
+    def submit(self, function: str, payload: Any, *, invocation_id: str | None = None) -> object:
+        """Record and ring one invocation; DuplicateInvocation when the id is taken."""
+        ...
+
+
 class Destination(Protocol):
     """One destination URI. `deliver` must be idempotent from the consumer's point of view: the relay delivers at
     least once, and records carry requestContext.requestId for de-duplication."""

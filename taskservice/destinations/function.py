@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskservice.destinations.base import DeliveryError
+from taskservice.destinations.base import DeliveryError, Submits
 from taskservice.errors import DuplicateInvocation, FunctionNotFound, PayloadTooLarge, TaskServiceError
-from taskservice.submission import Submitter
 
 
 def chained_invocation_id(record: dict[str, Any]) -> str:
@@ -18,7 +17,7 @@ def chained_invocation_id(record: dict[str, Any]) -> str:
 
 
 class FunctionDestination:
-    def __init__(self, uri: str, function: str, submitter: Submitter) -> None:
+    def __init__(self, uri: str, function: str, submitter: Submits) -> None:
         self.uri = uri
         self.function = function
         self.submitter = submitter

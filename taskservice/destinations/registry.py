@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING
 
 from taskservice.broker import broker_options
 from taskservice.config import Settings
-from taskservice.destinations.base import DeliveryError, Destination
-from taskservice.submission import Submitter
+from taskservice.destinations.base import DeliveryError, Destination, Submits
+from taskservice.specs import is_webhook
 
 if TYPE_CHECKING:
     from taskservice.kafka import KafkaPublisher
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class Destinations:
     """Builds one client per destination URI on first use and keeps it; the relay owns one of these."""
 
-    def __init__(self, settings: Settings, submitter: Submitter) -> None:
+    def __init__(self, settings: Settings, submitter: Submits) -> None:
         self.settings = settings
         self.submitter = submitter
         self._clients: dict[str, Destination] = {}
@@ -28,7 +28,7 @@ class Destinations:
         return client
 
     def _build(self, uri: str) -> Destination:
-        if uri.startswith(("https://", "http://")):
+        if is_webhook(uri):
             from taskservice.destinations.netguard import AddressAllowList
             from taskservice.destinations.webhook import WebhookDestination
 

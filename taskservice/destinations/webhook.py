@@ -42,7 +42,6 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
-from taskservice import __version__
 from taskservice.destinations.base import DeliveryError
 from taskservice.destinations.netguard import (
     AddressAllowList,
@@ -53,6 +52,7 @@ from taskservice.destinations.netguard import (
     parse_webhook_url,
     resolve_target,
 )
+from taskservice.version import __version__
 
 log = logging.getLogger(__name__)
 

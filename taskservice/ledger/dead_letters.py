@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
-from taskservice.destinations.record import build_record
+from taskservice.clock import utcnow
 from taskservice.errors import DeadLetterNotFound
+from taskservice.ledger.destination_record import build_record
 from taskservice.ledger.models import DEAD_LETTERS
 from taskservice.ledger.records import DeadLetter
+from taskservice.statuses import Condition
 
 
 class DeadLetterStore:
@@ -47,13 +48,13 @@ class DeadLetterStore:
         existing = self.find(function, invocation_id)
         if existing is not None:
             return existing
-        now = datetime.now(timezone.utc)
+        now = utcnow()
         request_id = str(uuid.uuid4())
-        record = build_record(function=function, request_id=request_id, condition="Invalid", attempts=0,
+        record = build_record(function=function, request_id=request_id, condition=Condition.INVALID, attempts=0,
                               payload=payload, result=None, error_type=error_type, error=error, finished_at=now)
         record["responseContext"]["functionError"] = error_type
         values: dict[str, Any] = {"invocation_pk": None, "function": function, "invocation_id": invocation_id,
-                  "request_id": request_id, "condition": "Invalid", "error_type": error_type,
+                  "request_id": request_id, "condition": Condition.INVALID, "error_type": error_type,
                   "record": json.dumps(record, separators=(",", ":"), ensure_ascii=False), "created_at": now}
         with self.engine.begin() as conn:
             pk = conn.execute(insert(DEAD_LETTERS).returning(DEAD_LETTERS.c.id), values).scalar_one()

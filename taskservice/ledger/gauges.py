@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine, func, select
 
+from taskservice.clock import utcnow
 from taskservice.ledger.models import DELIVERIES, INVOCATIONS
 from taskservice.ledger.states import TERMINAL, WAITING, Status
 
@@ -27,7 +28,7 @@ class Gauges:
 
 
 def read_gauges(engine: Engine) -> Gauges:
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     with engine.connect() as conn:
         live = conn.execute(select(INVOCATIONS.c.function, INVOCATIONS.c.status, func.count())
                             .where(INVOCATIONS.c.status.in_(LIVE))

@@ -10,12 +10,13 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from taskservice.clock import utcnow
 from taskservice.errors import DuplicateInvocation, FunctionNotFound, InvocationNotFound, NotRetryable
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
 from taskservice.ledger.outbox import record_outcome
@@ -23,16 +24,13 @@ from taskservice.ledger.queries import LedgerQueries
 from taskservice.ledger.records import Claim, Function, Invocation
 from taskservice.ledger.states import TERMINAL, WAITING, Status, check_transition
 from taskservice.specs import FunctionConfig
+from taskservice.statuses import SUCCESS_CONDITION, Condition
 
 _FUNCTION_COLUMNS = [column.label(f"fn_{column.name}") for column in FUNCTIONS.c]
 # Built once: the hot path of every submission binds parameters instead of compiling a statement per call.
 _INSERT_INVOCATION = insert(INVOCATIONS).returning(INVOCATIONS.c.id)
 _INSERT_TRANSITION = insert(TRANSITIONS)
 FUNCTION_CACHE_S = 5.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -169,13 +167,13 @@ class Ledger(LedgerQueries):
                 return None
             known = (Status(row.status), row.attempts)
             if row.fn_name is None:
-                return self._move(conn, pk, Status.INVALID, reason="function deleted", condition="Invalid",
+                return self._move(conn, pk, Status.INVALID, reason="function deleted", condition=Condition.INVALID,
                                   known=known, error_type="FunctionNotFound",
                                   error=f"function {row.function!r} no longer exists")
             fn = Function(**{name: row._mapping[f"fn_{name}"] for name in Function.__dataclass_fields__})
             if now - (row.resubmitted_at or row.created_at) > timedelta(seconds=fn.max_event_age_s):
                 return self._move(conn, pk, Status.EXPIRED, reason="max event age exceeded before start",
-                                  known=known, condition="EventAgeExceeded", error_type="EventAgeExceeded",
+                                  known=known, condition=Condition.EVENT_AGE_EXCEEDED, error_type="EventAgeExceeded",
                                   error=f"waited longer than max_event_age_s={fn.max_event_age_s}")
             if row.not_before is not None and row.not_before > now:
                 return Invocation.from_row(row)
@@ -234,7 +232,8 @@ class Ledger(LedgerQueries):
         with self.engine.begin() as conn:
             text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
             return self._move(conn, pk, Status.SUCCEEDED, reason="handler returned", known=(Status.RUNNING, attempt),
-                              result=text, error=None, error_type=None, condition="", progress_percent=100.0)
+                              result=text, error=None, error_type=None, condition=SUCCESS_CONDITION,
+                              progress_percent=100.0)
 
     def fail(self, pk: int, attempt: int, *, error_type: str, error: str, max_retries: int, retry_delay_s: float,
              retry_base: int = 0, reason: str = "handler failed") -> Invocation | None:
@@ -249,12 +248,13 @@ class Ledger(LedgerQueries):
                                   dispatched_at=now)
             return self._move(conn, pk, Status.FAILED, reason=f"{reason}: {error_type}",
                               known=(Status.RUNNING, attempt), error_type=error_type, error=error,
-                              condition="RetriesExhausted")
+                              condition=Condition.RETRIES_EXHAUSTED)
 
     def invalidate(self, pk: int, attempt: int, *, error_type: str, error: str) -> Invocation | None:
         with self.engine.begin() as conn:
             return self._move(conn, pk, Status.INVALID, reason=f"cannot run: {error_type}",
-                              known=(Status.RUNNING, attempt), error_type=error_type, error=error, condition="Invalid")
+                              known=(Status.RUNNING, attempt), error_type=error_type, error=error,
+                              condition=Condition.INVALID)
 
     def request_stop(self, pk: int) -> Invocation:
         """Durable stop: a waiting invocation ends Stopped at once (it never runs); a running one becomes Stopping and
@@ -264,7 +264,7 @@ class Ledger(LedgerQueries):
             status = Status(current)
             if status in WAITING:
                 moved = self._move(conn, pk, Status.STOPPED, reason="stopped before it started", expect=WAITING,
-                                   condition="Stopped", error_type="Stopped", error="stopped on request")
+                                   condition=Condition.STOPPED, error_type="Stopped", error="stopped on request")
             else:
                 check_transition(status, Status.STOPPING)
                 moved = self._move(conn, pk, Status.STOPPING, reason="stop requested", expect={Status.RUNNING})
@@ -276,8 +276,8 @@ class Ledger(LedgerQueries):
         """The worker killed a Stopping attempt: it ends Stopped."""
         with self.engine.begin() as conn:
             return self._move(conn, pk, Status.STOPPED, reason="handler killed on stop request",
-                              expect={Status.STOPPING}, attempt=attempt, condition="Stopped", error_type="Stopped",
-                              error="stopped on request")
+                              expect={Status.STOPPING}, attempt=attempt, condition=Condition.STOPPED,
+                              error_type="Stopped", error="stopped on request")
 
     def retry(self, pk: int, *, include_succeeded: bool = False) -> Invocation:
         """Re-run an ended invocation under the same id as a new run: a fresh retry budget and event age, the
@@ -326,7 +326,7 @@ class Ledger(LedgerQueries):
                 error = "the worker running this attempt stopped heartbeating (killed or lost)"
                 if Status(row.status) is Status.STOPPING:
                     moved = self._move(conn, row.id, Status.STOPPED, reason="lease lapsed while stopping",
-                                       expect={Status.STOPPING}, attempt=row.attempts, condition="Stopped")
+                                       expect={Status.STOPPING}, attempt=row.attempts, condition=Condition.STOPPED)
                 elif row.max_retries is not None and row.attempts - row.retry_base <= row.max_retries:
                     moved = self._move(conn, row.id, Status.RETRYING, reason="lease lapsed", expect={Status.RUNNING},
                                        attempt=row.attempts, error_type="WorkerLost", error=error,
@@ -336,7 +336,7 @@ class Ledger(LedgerQueries):
                 else:
                     moved = self._move(conn, row.id, Status.FAILED, reason="lease lapsed, no retries left",
                                        expect={Status.RUNNING}, attempt=row.attempts, error_type="WorkerLost",
-                                       error=error, condition="RetriesExhausted")
+                                       error=error, condition=Condition.RETRIES_EXHAUSTED)
                 report.lease_lapsed += moved is not None
         with self.engine.begin() as conn:
             # A waiting invocation whose doorbell never left (publish failed: dispatched_at NULL) or left long ago
@@ -354,7 +354,7 @@ class Ledger(LedgerQueries):
                 if row.max_event_age_s is not None and age > timedelta(seconds=row.max_event_age_s):
                     report.expired += self._move(
                         conn, row.id, Status.EXPIRED, reason="max event age exceeded while waiting", expect=WAITING,
-                        condition="EventAgeExceeded", error_type="EventAgeExceeded",
+                        condition=Condition.EVENT_AGE_EXCEEDED, error_type="EventAgeExceeded",
                         error=f"waited longer than max_event_age_s={row.max_event_age_s}") is not None
                 elif row.not_before is None or row.not_before <= now:
                     lost.append(row.id)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, insert, or_, select, update
 
-from taskservice.destinations.record import build_record
+from taskservice.clock import utcnow
+from taskservice.ledger.destination_record import build_record
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -55,16 +52,16 @@ def record_outcome(conn: Connection, invocation: Any) -> None:
     record = build_record(function=invocation.function, request_id=invocation.request_id, condition=condition,
                           attempts=invocation.attempts, payload=invocation.payload, result=invocation.result,
                           error_type=invocation.error_type, error=invocation.error,
-                          finished_at=invocation.finished_at or _now())
+                          finished_at=invocation.finished_at or utcnow())
     text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
     common = {"invocation_pk": invocation.id, "function": invocation.function,
               "invocation_id": invocation.invocation_id, "request_id": invocation.request_id, "condition": condition,
-              "record": text, "created_at": _now()}
+              "record": text, "created_at": utcnow()}
     if condition != "":
         conn.execute(insert(DEAD_LETTERS).values(**common, error_type=invocation.error_type))
     if destination is not None:
         conn.execute(insert(DELIVERIES).values(**common, destination=destination, status=PENDING, attempts=0,
-                                               next_attempt_at=_now()))
+                                               next_attempt_at=utcnow()))
 
 
 class Outbox:
@@ -76,7 +73,7 @@ class Outbox:
     def claim(self, relay_id: str, *, limit: int, lease_s: float) -> list[Delivery]:
         """Take up to `limit` due records for `lease_s` seconds. Several relays skip each other's rows (SKIP LOCKED
         on Postgres; SQLite serialises writers), and a claim whose relay died lapses and is taken again."""
-        now = _now()
+        now = utcnow()
         with self.engine.begin() as conn:
             due = (select(DELIVERIES.c.id)
                    .where(DELIVERIES.c.status == PENDING, DELIVERIES.c.next_attempt_at <= now,
@@ -94,7 +91,7 @@ class Outbox:
         if ids:
             with self.engine.begin() as conn:
                 conn.execute(update(DELIVERIES).where(DELIVERIES.c.id.in_(ids), DELIVERIES.c.status == PENDING)
-                             .values(status=DELIVERED, delivered_at=_now(), attempts=DELIVERIES.c.attempts + 1,
+                             .values(status=DELIVERED, delivered_at=utcnow(), attempts=DELIVERIES.c.attempts + 1,
                                      claimed_by=relay_id, claim_expires_at=None, last_error=None))
 
     def release(self, ids: list[int]) -> None:
@@ -109,12 +106,7 @@ class Outbox:
             conn.execute(update(DELIVERIES).where(DELIVERIES.c.id == delivery.id, DELIVERIES.c.status == PENDING)
                          .values(status=FAILED if give_up else PENDING, attempts=DELIVERIES.c.attempts + 1,
                                  last_error=error[:1024], claim_expires_at=None,
-                                 next_attempt_at=_now() + timedelta(seconds=retry_in_s)))
-
-    def pending_count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(DELIVERIES)
-                                    .where(DELIVERIES.c.status == PENDING)).scalar_one())
+                                 next_attempt_at=utcnow() + timedelta(seconds=retry_in_s)))
 
     def for_invocation(self, invocation_pk: int) -> list[Delivery]:
         with self.engine.connect() as conn:

@@ -1,25 +1,12 @@
-"""The invocation state machine: status names exactly as Function Compute spells them, and the legal moves."""
+"""The invocation state machine: the legal moves between the statuses of taskservice.statuses."""
 from __future__ import annotations
 
-import enum
-
 from taskservice.errors import IllegalTransition
+from taskservice.statuses import TERMINAL, WAITING, Status
+
+__all__ = ["ALLOWED", "TERMINAL", "WAITING", "Status", "check_transition"]
 
 
-class Status(enum.StrEnum):
-    ENQUEUED = "Enqueued"
-    RUNNING = "Running"
-    RETRYING = "Retrying"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    STOPPING = "Stopping"
-    STOPPED = "Stopped"
-    EXPIRED = "Expired"
-    INVALID = "Invalid"
-
-
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.STOPPED, Status.EXPIRED, Status.INVALID})
-WAITING = frozenset({Status.ENQUEUED, Status.RETRYING})
 _ENDINGS_BEFORE_START = {Status.RUNNING, Status.STOPPED, Status.EXPIRED, Status.INVALID}
 
 ALLOWED: dict[Status, frozenset[Status]] = {
@@ -39,7 +26,3 @@ def check_transition(current: Status, target: Status) -> None:
     if target not in ALLOWED[current]:
         raise IllegalTransition(f"an invocation cannot go from {current.value} to {target.value}")
 
-
-def sources_of(target: Status) -> frozenset[Status]:
-    """Every status from which target is reachable in one step; used to build conditional UPDATEs."""
-    return frozenset(s for s, targets in ALLOWED.items() if target in targets)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Integer, Select, and_, cast, false, func, select
 
+from taskservice.clock import utcnow
 from taskservice.ledger.models import INVOCATIONS, LOGS
 from taskservice.ledger.queries import InvocationFilter, decode_cursor, encode_cursor, starts_with
 from taskservice.ledger.states import TERMINAL, Status
@@ -172,7 +173,7 @@ class ConsoleStats:
         """Success rate and p50/p95 duration of the ended ones among each function's `sample` most recent
         invocations created in the window. Bounded work per function however large the ledger; percentiles are
         computed here, identically on SQLite and Postgres."""
-        since = datetime.now(timezone.utc) - window
+        since = utcnow() - window
         health: dict[str, FunctionHealth] = {}
         with self.engine.connect() as conn:
             bounds = self._conditions(conn, InvocationFilter(since=since))
@@ -215,7 +216,7 @@ class ConsoleStats:
 
     def per_minute(self, *, minutes: int = 60, now: datetime | None = None) -> list[MinuteBucket]:
         """Invocations created in each of the last `minutes` minutes, by their current status (oldest first)."""
-        now = now or datetime.now(timezone.utc)
+        now = now or utcnow()
         first = int(now.timestamp()) // 60 - minutes + 1
         since = datetime.fromtimestamp(first * 60, timezone.utc)
         bucket = self._minute_bucket().label("bucket")

@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from taskservice.clock import utcnow
 from taskservice.errors import Conflict, InvalidName, NotFound
 from taskservice.ledger.models import API_TOKENS
 from taskservice.specs import FUNCTION_NAME
@@ -59,7 +60,7 @@ class TokenStore:
         if role not in ROLES:
             raise InvalidName(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        now = datetime.now(timezone.utc)
+        now = utcnow()
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(API_TOKENS).values(name=name, role=role, token_hash=digest(secret),
@@ -84,7 +85,7 @@ class TokenStore:
         with self.engine.begin() as conn:
             changed = conn.execute(update(API_TOKENS).where(API_TOKENS.c.name == name,
                                                             API_TOKENS.c.revoked_at.is_(None))
-                                   .values(revoked_at=datetime.now(timezone.utc))).rowcount
+                                   .values(revoked_at=utcnow())).rowcount
         token = self.get(name)
         if not changed:
             raise Conflict(f"token {name!r} was already revoked")
@@ -100,7 +101,7 @@ class TokenStore:
         if row is None or row.revoked_at is not None:
             return None
         token = _token(row)
-        now = datetime.now(timezone.utc)
+        now = utcnow()
         if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
             with self.engine.begin() as conn:
                 conn.execute(update(API_TOKENS).where(API_TOKENS.c.id == token.id).values(last_used_at=now))

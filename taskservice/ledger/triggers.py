@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 
+from taskservice.clock import utcnow
 from taskservice.errors import TriggerNotFound
 from taskservice.ledger.models import TRIGGERS
 from taskservice.specs import TriggerConfig
 
 #: A partition's lag entry older than this is dropped: its owner stopped reporting (moved or gone).
 LAG_STALE_S = 120.0
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ class TriggerStore:
 
     def put(self, name: str, config: TriggerConfig) -> tuple[Trigger, bool]:
         """Create or replace a trigger; returns it and whether it was created. Reported lag survives a replace."""
-        now = _now()
+        now = utcnow()
         values = config.model_dump()
         values["topics"] = json.dumps(values["topics"])
         values["consumer_group"] = values["consumer_group"] or default_group(name)
@@ -97,7 +94,7 @@ class TriggerStore:
 
     def report_lag(self, name: str, partitions: dict[str, dict[str, Any]]) -> None:
         """Merge one ingest process's partitions ("topic:partition" → {committed, high, lag, at}) into the row."""
-        now = _now()
+        now = utcnow()
         with self.engine.begin() as conn:
             row = conn.execute(select(TRIGGERS.c.lag).where(TRIGGERS.c.name == name).with_for_update()).first()
             if row is None:

@@ -10,13 +10,16 @@ import json
 from datetime import datetime
 from typing import Any
 
+from taskservice.statuses import SUCCESS_CONDITION, Condition
+
 FUNCTION_ARN = "acs:fc:local:taskservice:functions/{function}"
 PLATFORM_ERRORS = frozenset({"Timeout", "WorkerLost", "ProcessExited", "ResultNotSerializable"})
-CONDITION_ERRORS = {"EventAgeExceeded": "EventAgeExceeded", "Stopped": "Stopped", "Invalid": "Invalid"}
+# These conditions name the platform error themselves; RetriesExhausted keeps the handler's error type.
+CONDITION_ERRORS = {c.value: c.value for c in (Condition.EVENT_AGE_EXCEEDED, Condition.STOPPED, Condition.INVALID)}
 
 
 def function_error(condition: str, error_type: str | None) -> str:
-    if condition == "":
+    if condition == SUCCESS_CONDITION:
         return ""
     if condition in CONDITION_ERRORS:
         return CONDITION_ERRORS[condition]
@@ -26,7 +29,7 @@ def function_error(condition: str, error_type: str | None) -> str:
 def build_record(*, function: str, request_id: str, condition: str, attempts: int, payload: str, result: str | None,
                  error_type: str | None, error: str | None, finished_at: datetime) -> dict[str, Any]:
     fn_error = function_error(condition, error_type)
-    if condition == "":
+    if condition == SUCCESS_CONDITION:
         response = result if result is not None else "null"
     else:
         first_line = (error or "").splitlines()[0] if error else ""
