@@ -36,7 +36,8 @@ class Settings(BaseModel):
     retry_base_s: float = Field(default=1.0, ge=0, le=3600)
     retry_max_s: float = Field(default=300.0, ge=0, le=86400)
     retention_s: int = Field(default=7 * 86400, ge=60)
-    redispatch_after_s: float = Field(default=900.0, gt=0, description="ring again for a doorbell unseen this long")
+    drain_s: float = Field(default=30.0, ge=0, le=86400, description="on SIGTERM, how long a worker lets running "
+                                                                     "attempts finish before handing them back")
     max_log_lines: int = Field(default=10_000, ge=10)
     kafka_bootstrap: str = Field(default="", description="host:port[,host:port] of the Kafka brokers")
     webhook_allow: str = Field(default="", description="CIDRs/hosts webhooks may reach despite being private")

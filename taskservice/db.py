@@ -1,10 +1,12 @@
-"""Engine creation: the one place that knows how SQLite and Postgres differ in connection setup."""
+"""Engine creation and outage detection: the one place that knows how SQLite and Postgres differ in connection setup,
+and which database errors mean "the ledger is unreachable right now" rather than "this statement is wrong"."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -16,7 +18,30 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         _make_sqlite_multiprocess_safe(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
+                         connect_args=_bounded_waits(url))
+
+
+# A dead link (a host cut off, a server gone without a FIN) must fail a connection within seconds instead of the
+# kernel's ~15 minutes of retransmissions: a worker that cannot tell "slow" from "gone" could not fence itself.
+POSTGRES_LINK_TIMEOUTS = {"connect_timeout": 5, "tcp_user_timeout": 8000, "keepalives": 1, "keepalives_idle": 5,
+                          "keepalives_interval": 2, "keepalives_count": 2}
+
+
+def _bounded_waits(url: str) -> dict[str, Any]:
+    """libpq timeouts for Postgres URLs, unless the URL sets its own."""
+    if not url.startswith("postgresql"):
+        return {}
+    given = set(make_url(url).query)
+    return {k: v for k, v in POSTGRES_LINK_TIMEOUTS.items() if k not in given}
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` says the database could not be reached or went away (restart, network cut, a lock wait the
+    server gave up), so the caller should wait and try again rather than report a bug."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _make_sqlite_multiprocess_safe(engine: Engine) -> None:

@@ -5,8 +5,10 @@ options cannot drift apart.
 """
 from __future__ import annotations
 
+import contextlib
+
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
 
 from taskservice.broker import broker_options
 from taskservice.config import Settings
@@ -49,6 +51,8 @@ def make_celery(settings: Settings) -> Celery:
 class Dispatcher:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
+        self.queue: str = celery.conf.task_default_queue
+        self._inspector: Connection | None = None  # a connection of its own for queue depth, made on first use
 
     def ring(self, pk: int, *, delay_s: float = 0.0) -> None:
         """Publish the doorbell for invocation `pk`; raises DispatchError when the broker cannot take it."""
@@ -57,3 +61,21 @@ class Dispatcher:
                                   retry=True, retry_policy=_PUBLISH_RETRY)
         except Exception as exc:  # kombu surfaces transport failures as many unrelated types
             raise DispatchError(f"broker refused the doorbell for invocation {pk}: {exc}") from exc
+
+    def queued(self) -> int | None:
+        """How many doorbells wait in the queue, ready for a worker (not those a worker already holds); None when
+        the broker cannot be asked right now."""
+        try:
+            if self._inspector is None:
+                self._inspector = self.celery.connection_for_write()
+                self._inspector.ensure_connection(max_retries=1)
+            return int(self._inspector.default_channel.queue_declare(queue=self.queue, passive=True).message_count)
+        except Exception:  # broker away, or the queue not declared yet: nobody can say, so the caller waits
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._inspector is not None:
+            with contextlib.suppress(Exception):  # best effort: the connection may already be gone
+                self._inspector.release()
+            self._inspector = None

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TASKSERVICE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("TASKSERVICE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 FAST = {"lease_s": 3.0, "heartbeat_s": 0.3, "reaper_interval_s": 0.5, "retry_base_s": 0.2, "retry_max_s": 1.0,
-        "redispatch_after_s": 5.0, "auth": False}
+        "auth": False}
 
 
 def require_port(host: str, port: int, what: str) -> None:

@@ -6,10 +6,12 @@ import logging
 import os
 import socket
 import sys
+import time
+from multiprocessing.sharedctypes import RawValue
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from taskservice.config import Settings
 from taskservice.dispatch import Dispatcher, make_celery
@@ -22,11 +24,16 @@ log = logging.getLogger(__name__)
 
 
 class WorkerProcess:
-    """Builds services lazily in each process: a forked pool child must not reuse its parent's connections."""
+    """Builds services lazily in each process: a forked pool child must not reuse its parent's connections.
+
+    Drain (design §6): SIGTERM makes Celery stop consuming and wait for running tasks; the main process then writes
+    the drain deadline into shared memory the pool processes inherited, and each running attempt that is still going
+    at that moment is killed and handed back to the ledger at once (no lease wait)."""
 
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
         self.celery = celery
+        self._drain_at = RawValue("d", 0.0)  # wall-clock deadline, 0 while not draining; shared with pool children
         self._services: Services | None = None
         self._runner: Runner | None = None
         self._reaper: Reaper | None = None
@@ -43,8 +50,21 @@ class WorkerProcess:
             self._runner = Runner(self.services.ledger, self.services.submitter,
                                   worker_id=f"{socket.gethostname()}:{os.getpid()}", lease_s=s.lease_s,
                                   heartbeat_s=s.heartbeat_s, retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
-                                  storage_url=s.resolved_storage_url, storage_endpoints=s.storage_endpoints)
+                                  storage_url=s.resolved_storage_url, storage_endpoints=s.storage_endpoints,
+                                  draining=self.drain_time_is_up)
         return self._runner
+
+    def drain_time_is_up(self) -> bool:
+        deadline = self._drain_at.value
+        return 0 < deadline <= time.time()
+
+    def start_drain(self, sig: Any = None, how: str = "", **_: Any) -> None:
+        """Celery began shutting down: running attempts get drain_s seconds to finish."""
+        if self._drain_at.value == 0:
+            self._drain_at.value = time.time() + self.settings.drain_s
+            log.warning("%s shutdown (%s): no new invocations taken; running attempts get %.0fs to finish, then "
+                        "are handed back to the ledger for another worker", how or "warm", sig or "signal",
+                        self.settings.drain_s)
 
     def after_fork(self, **_: Any) -> None:
         if self._services is not None:
@@ -55,7 +75,7 @@ class WorkerProcess:
     def start_reaper(self, **_: Any) -> None:
         s = self.settings
         self._reaper = Reaper(self.services.ledger, self.services.submitter, interval_s=s.reaper_interval_s,
-                              retention_s=s.retention_s, redispatch_after_s=s.redispatch_after_s)
+                              retention_s=s.retention_s)
         self._reaper.start()
         log.info("reaper started: every %.1fs, lease %.1fs", s.reaper_interval_s, s.lease_s)
 
@@ -70,6 +90,7 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerProcess]:
     register_tasks(app, process.runner)
     worker_process_init.connect(process.after_fork, weak=False)
     worker_ready.connect(process.start_reaper, weak=False)
+    worker_shutting_down.connect(process.start_drain, weak=False)
     worker_shutdown.connect(process.stop_reaper, weak=False)
     return app, process
 

@@ -4,42 +4,43 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from taskservice.backoff import backoff_delay
 from taskservice.clock import utcnow
+from taskservice.db import is_outage
 from taskservice.errors import TaskServiceError
 from taskservice.ledger import Ledger, Status
 from taskservice.ledger.records import Claim, Invocation
 from taskservice.submission import Submitter
-from workers.sandbox import Job, Outcome, preload_module, run_isolated
+from workers.lease import AttemptLease
+from workers.sandbox import Job, Outcome, kill_tree, preload_module, run_isolated
 
 log = logging.getLogger(__name__)
 
-FLUSH_EVERY_S = 0.5
-STOP_CHECK_S = 0.5  # a stop request reaches a running handler within about this long
+CLAIM_PATIENCE_S = 10.0  # how long a doorbell waits out a ledger outage before it is rung again for later
 
 
 class _AttemptHooks:
-    """Buffers logs and progress from the handler and writes them with the heartbeat, so a chatty handler costs a
-    few ledger writes per second, not one per line."""
+    """What the supervision loop hears from the handler, handed to the attempt's lease (logs, progress, verdicts)
+    and to the ledger (fan-out). Nothing here waits on the ledger but the handler's own fan-out calls."""
 
-    def __init__(self, runner: Runner, claim: Claim) -> None:
+    def __init__(self, runner: Runner, claim: Claim, lease: AttemptLease) -> None:
         self.runner = runner
         self.pk = claim.invocation.pk
         self.attempt = claim.attempt
-        self.logs: list[tuple[datetime, str, str]] = []
-        self.progress: tuple[float, str] | None = None
-        self.last_flush = time.monotonic()
-        self.last_heartbeat = time.monotonic()
-        self.last_stop_check = time.monotonic()
+        self.lease = lease
+
+    def on_start(self, pid: int) -> None:
+        self.lease.start(on_fence=lambda: kill_tree(pid))
 
     def on_log(self, at: str, level: str, message: str) -> None:
-        self.logs.append((datetime.fromisoformat(at), level, message))
+        self.lease.add_log(datetime.fromisoformat(at), level, message)
 
     def on_progress(self, percent: float, message: str) -> None:
-        self.progress = (percent, message)
+        self.lease.set_progress(percent, message)
 
     def on_submit(self, function: str, payload: Any, invocation_id: str | None) -> dict[str, Any]:
         try:
@@ -47,14 +48,24 @@ class _AttemptHooks:
         except TaskServiceError as exc:
             existing = getattr(exc, "existing", None)
             return {"error": {"code": exc.code, "message": exc.message}, "existing": existing}
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return _LEDGER_AWAY
         return {"invocationId": child.invocation_id, "requestId": child.request_id, "function": child.function,
                 "status": child.status.value}
 
     def on_children(self, children: list[list[str]]) -> dict[str, Any]:
         """Statuses of this invocation's own children (a parent waiting for its fan-out polls this)."""
         items = []
-        for function, invocation_id in children:
-            child = self.runner.ledger.find_invocation(function, invocation_id)
+        try:
+            found = [self.runner.ledger.find_invocation(function, invocation_id)
+                     for function, invocation_id in children]
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return _LEDGER_AWAY
+        for (function, invocation_id), child in zip(children, found, strict=True):
             if child is None or child.parent_pk != self.pk:
                 return {"error": {"code": "NotAChild",
                                   "message": f"{function}/{invocation_id} is not a child of this invocation"}}
@@ -64,37 +75,20 @@ class _AttemptHooks:
                           "result": None if child.result is None else json.loads(child.result)})
         return {"items": items}
 
-    def flush_logs(self) -> None:
-        self.runner.ledger.append_logs(self.pk, self.attempt, self.logs)
-        self.logs = []
-
-    def flush(self) -> Status | None:
-        self.flush_logs()
-        status = self.runner.ledger.heartbeat(self.pk, self.attempt, self.runner.lease_s, progress=self.progress)
-        self.progress = None
-        now = time.monotonic()
-        self.last_flush = self.last_heartbeat = now
-        return status
-
     def on_tick(self) -> str | None:
-        now = time.monotonic()
-        pending = bool(self.logs) or self.progress is not None
-        if (pending and now - self.last_flush >= FLUSH_EVERY_S) or now - self.last_heartbeat >= self.runner.heartbeat_s:
-            status = self.flush()
-        elif now - self.last_stop_check >= STOP_CHECK_S:
-            status = self.runner.ledger.current_status(self.pk, self.attempt)
-        else:
-            return None
-        self.last_stop_check = now
-        if status not in (Status.RUNNING, Status.STOPPING):
-            return "abandon"  # the lease was taken over: this attempt is no longer ours to finish
-        return "stop" if status is Status.STOPPING else None
+        if self.runner.draining():
+            return "handback"
+        return self.lease.verdict()
+
+
+_LEDGER_AWAY = {"error": {"code": "LedgerUnavailable", "message": "the ledger is unreachable; try again shortly"}}
 
 
 class Runner:
     def __init__(self, ledger: Ledger, submitter: Submitter, *, worker_id: str,
                  lease_s: float, heartbeat_s: float, retry_base_s: float, retry_max_s: float,
-                 storage_url: str = "", storage_endpoints: str = "") -> None:
+                 storage_url: str = "", storage_endpoints: str = "",
+                 draining: Callable[[], bool] = lambda: False) -> None:
         self.ledger = ledger
         self.submitter = submitter
         self.worker_id = worker_id
@@ -104,41 +98,91 @@ class Runner:
         self.retry_max_s = retry_max_s
         self.storage_url = storage_url  # handed to each attempt, which opens its own storage client
         self.storage_endpoints = storage_endpoints
+        self.draining = draining  # true once the worker's drain time is up: running attempts are handed back
 
     def run(self, pk: int) -> str:
         """Handle one doorbell; returns a word saying what happened (for the worker log and tests)."""
-        claimed = self.ledger.claim(pk, self.worker_id, self.lease_s)
+        started = time.monotonic()
+        try:
+            claimed = self._claim(pk)
+        except LedgerUnreachable:
+            # The doorbell was taken off the broker and the ledger cannot say what to do with it: ring it again for
+            # later rather than drop it (and if the broker is away too, the reaper finds it once the ledger is back).
+            self._ring_later(pk)
+            return "ledger-unreachable"
         if claimed is None:
             return "skipped"  # duplicate delivery, already running elsewhere, or already ended
         if isinstance(claimed, Invocation):
             return self._not_started(claimed)
-        return self._execute(claimed)
+        return self._execute(claimed, started)
+
+    def _ring_later(self, pk: int) -> None:
+        try:
+            self.submitter.ring(pk, delay_s=CLAIM_PATIENCE_S)
+        except Exception as exc:  # the broker refused and the ledger could not be flagged either
+            if not is_outage(exc):
+                raise
+            log.warning("invocation %s: neither ledger nor broker reachable; the reaper's lost-doorbell pass rings "
+                        "it once the ledger is back", pk)
+
+    def _claim(self, pk: int) -> Claim | Invocation | None:
+        """Claim, waiting out a short ledger outage with backoff."""
+        return _patiently(lambda: self.ledger.claim(pk, self.worker_id, self.lease_s), CLAIM_PATIENCE_S,
+                          f"claim of invocation {pk}")
 
     def _not_started(self, invocation: Invocation) -> str:
         if invocation.status.value in ("Enqueued", "Retrying"):
-            # Too early (backoff) or at the function's concurrency limit: ring again later, keep the status.
+            # Too early (backoff) or at the function's concurrency limit: ring again later, keep the status. The
+            # deferral is written first so that the reaper never sees a due invocation whose doorbell is in flight.
+            try:
+                _patiently(lambda: self.ledger.defer(invocation.pk, 1.0), CLAIM_PATIENCE_S,
+                           f"deferral of invocation {invocation.pk}")
+            except LedgerUnreachable:
+                self._ring_later(invocation.pk)
+                return "ledger-unreachable"
             self.submitter.ring(invocation.pk, delay_s=1.0)
-            self.ledger.defer(invocation.pk, 1.0)
             return "deferred"
         return invocation.status.value.lower()
 
-    def _execute(self, claim: Claim) -> str:
+    def _execute(self, claim: Claim, claimed_at: float) -> str:
         invocation, function = claim.invocation, claim.function
         job = Job(handler=function.handler, payload=invocation.payload, request_id=invocation.request_id,
                   invocation_id=invocation.invocation_id, function=function.name, attempt=claim.attempt,
                   timeout_s=function.timeout_s, storage_url=self.storage_url,
                   storage_endpoints=self.storage_endpoints)
         preload_module(function.handler)
-        hooks = _AttemptHooks(self, claim)
-        outcome = run_isolated(job, hooks)
-        if outcome.kind == "abandoned":
-            return "abandoned"
-        if outcome.kind != "succeeded":
-            # The invocation keeps only the latest error; the log keeps every attempt's, traceback included.
-            hooks.logs.append((utcnow(), "ERROR", f"[taskservice] attempt {claim.attempt} ended {outcome.kind}: "
-                                                   f"{outcome.error_type}: {outcome.error}"))
-        hooks.flush_logs()  # the outcome's own transaction ends the lease: no last heartbeat needed
-        return self._persist(claim, outcome)
+        lease = AttemptLease(self.ledger, invocation.pk, claim.attempt, lease_s=self.lease_s,
+                             heartbeat_s=self.heartbeat_s, renewed_at=claimed_at)
+        try:
+            outcome = run_isolated(job, _AttemptHooks(self, claim, lease))
+            if lease.lost or lease.fenced:
+                return "fenced" if lease.fenced else "abandoned"
+            if outcome.kind not in ("succeeded", "handed_back"):
+                # The invocation keeps only the latest error; the log keeps every attempt's, traceback included.
+                lease.add_log(utcnow(), "ERROR", f"[taskservice] attempt {claim.attempt} ended {outcome.kind}: "
+                                                 f"{outcome.error_type}: {outcome.error}")
+            return self._persist_while_leased(claim, outcome, lease)
+        finally:
+            lease.close()
+
+    def _persist_while_leased(self, claim: Claim, outcome: Outcome, lease: AttemptLease) -> str:
+        """Write logs and outcome, retrying through an outage for as long as the lease is ours (the lease's keeper
+        goes on heartbeating meanwhile); past that, the reaper hands the invocation to a new attempt."""
+        failures = 0
+        while True:
+            if not lease.may_write:
+                log.error("invocation %s: outcome of attempt %d (%s) not written: the ledger stayed unreachable "
+                          "until the lease was about to lapse; it will run again", claim.invocation.pk,
+                          claim.attempt, outcome.kind)
+                return "abandoned"
+            try:
+                lease.flush(heartbeat=False)  # the outcome's own transaction ends the lease: no last heartbeat
+                return self._persist(claim, outcome)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                failures += 1
+                time.sleep(backoff_delay(failures, 0.25, 1.0))
 
     def _persist(self, claim: Claim, outcome: Outcome) -> str:
         pk, attempt = claim.invocation.pk, claim.attempt
@@ -151,6 +195,11 @@ class Runner:
         if outcome.kind == "stopped":
             self.ledger.stopped(pk, attempt)
             return "stopped"
+        if outcome.kind == "handed_back":
+            moved = self.ledger.hand_back(pk, attempt, reason=f"worker {self.worker_id} draining")
+            if moved is not None and moved.status is Status.RETRYING:
+                self.submitter.ring(pk)
+            return "handed-back"
         delay = backoff_delay(attempt, self.retry_base_s, self.retry_max_s)
         moved = self.ledger.fail(pk, attempt, error_type=outcome.error_type, error=outcome.error,
                                  max_retries=claim.function.max_retries, retry_delay_s=delay,
@@ -159,3 +208,27 @@ class Runner:
             self.submitter.ring(pk, delay_s=delay)
             return "retrying"
         return "failed"
+
+
+class LedgerUnreachable(Exception):
+    """The ledger stayed unreachable for as long as the caller was willing to wait."""
+
+
+T = TypeVar("T")
+
+
+def _patiently(call: Callable[[], T], patience_s: float, what: str) -> T:
+    """Run `call`, retrying with backoff while the ledger is unreachable, for up to `patience_s`."""
+    deadline = time.monotonic() + patience_s
+    failures = 0
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            failures += 1
+            if time.monotonic() >= deadline:
+                log.warning("%s: ledger unreachable for %.0fs (%s)", what, patience_s, type(exc).__name__)
+                raise LedgerUnreachable(what) from exc
+            time.sleep(backoff_delay(failures, 0.1, 1.0))

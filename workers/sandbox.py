@@ -7,7 +7,6 @@ connections. Why fork rather than spawn: it costs a few milliseconds instead of 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import json
 import os
@@ -23,10 +22,10 @@ from typing import Any, Protocol
 import psutil
 
 from taskservice.clock import utcnow
+from taskservice.lifetime import die_with_parent
 from workers.context import Channel, Context, InvalidEvent
 
 OUTPUT_LEVEL = "OUTPUT"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -44,19 +43,21 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # "succeeded" | "failed" | "invalid" | "timeout" | "stopped" | "abandoned"
+    kind: str  # "succeeded" | "failed" | "invalid" | "timeout" | "stopped" | "abandoned" | "handed_back"
     result: Any = None
     error_type: str = ""
     error: str = ""
 
 
 class Hooks(Protocol):
+    def on_start(self, pid: int) -> None:
+        """The handler process is running as `pid` (its process group too)."""
     def on_log(self, at: str, level: str, message: str) -> None: ...
     def on_progress(self, percent: float, message: str) -> None: ...
     def on_submit(self, function: str, payload: Any, invocation_id: str | None) -> dict[str, Any]: ...
     def on_children(self, children: list[list[str]]) -> dict[str, Any]: ...
     def on_tick(self) -> str | None:
-        """Called every tick; returns "stop" or "abandon" to end the attempt early."""
+        """Called every tick; returns "stop", "abandon" or "handback" to end the attempt early. Must not block."""
 
 
 def load_handler(ref: str) -> Callable[[Any, Context], Any]:
@@ -96,15 +97,10 @@ def kill_tree(pid: int) -> None:
 
 def _die_with_parent(parent_pid: int) -> None:
     """If the worker dies (even by SIGKILL), take the handler's whole process group with it, so a lapsed lease
-    never leaves an old attempt running next to the new one."""
+    never leaves an old attempt running next to the new one. Not on Linux, the lease still protects correctness;
+    only cleanup is slower."""
     signal.signal(signal.SIGUSR2, lambda *_: os.killpg(0, signal.SIGKILL))
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR2)
-    except (OSError, AttributeError):  # not Linux: the lease still protects correctness, only cleanup is slower
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os.killpg(0, signal.SIGKILL)
+    die_with_parent(signal.SIGUSR2, parent_pid=parent_pid)
 
 
 def _child_main(job: Job, msg_w: int, reply_r: int, out_w: int, parent_pid: int) -> None:
@@ -197,6 +193,7 @@ def run_isolated(job: Job, hooks: Hooks, *, tick_s: float = 0.25) -> Outcome:
                 os._exit(code)
     for fd in (msg_w, reply_r, out_w):
         os.close(fd)
+    hooks.on_start(pid)
     return _Supervision(job, hooks, pid, msg_r, reply_w, out_r, tick_s).run()
 
 
@@ -263,8 +260,7 @@ class _Supervision:
                     verdict = self.hooks.on_tick()
                     if verdict is not None:
                         kill_tree(self.pid)
-                        return Outcome("stopped" if verdict == "stop" else "abandoned", error_type="Stopped",
-                                       error="stopped on request; the handler and its child processes were killed")
+                        return _VERDICTS[verdict]
                     if exit_status is None:
                         exit_status = self._poll_exit()
                         if exit_status is not None and not self.messages.closed:
@@ -313,6 +309,16 @@ class _Supervision:
             return
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
+
+
+_VERDICTS = {
+    "stop": Outcome("stopped", error_type="Stopped",
+                    error="stopped on request; the handler and its child processes were killed"),
+    "abandon": Outcome("abandoned", error_type="Abandoned",
+                       error="this attempt no longer holds the invocation; the handler was killed"),
+    "handback": Outcome("handed_back", error_type="WorkerDraining",
+                        error="the worker was shutting down and its drain time ran out; handed to another worker"),
+}
 
 
 def _pump_ready(selector: selectors.BaseSelector, wait: float) -> bool:

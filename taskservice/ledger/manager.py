@@ -272,6 +272,24 @@ class Ledger(LedgerQueries):
             return self.request_stop(pk)
         return moved
 
+    def hand_back(self, pk: int, attempt: int, *, reason: str) -> Invocation | None:
+        """A draining worker killed this attempt before it could finish: the invocation waits again at once, and the
+        attempt is refunded (retry_base + 1) because the handler did not fail. A Stopping attempt ends Stopped."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(INVOCATIONS.c.status, INVOCATIONS.c.attempts)
+                               .where(INVOCATIONS.c.id == pk)).first()
+            if row is None or row.attempts != attempt:
+                return None
+            if Status(row.status) is Status.STOPPING:
+                return self._move(conn, pk, Status.STOPPED, reason=f"{reason}; stop requested",
+                                  known=(Status.STOPPING, attempt), condition=Condition.STOPPED,
+                                  error_type="Stopped", error="stopped on request")
+            return self._move(conn, pk, Status.RETRYING, reason=f"{reason}: handed back", expect={Status.RUNNING},
+                              known=(Status(row.status), attempt), retry_base=INVOCATIONS.c.retry_base + 1,
+                              lease_expires_at=None, not_before=now, dispatched_at=now, worker=None,
+                              error_type="WorkerDraining", error="the worker shut down before this attempt ended")
+
     def stopped(self, pk: int, attempt: int) -> Invocation | None:
         """The worker killed a Stopping attempt: it ends Stopped."""
         with self.engine.begin() as conn:
@@ -311,9 +329,10 @@ class Ledger(LedgerQueries):
                          .values(not_before=utcnow() + timedelta(seconds=delay_s), dispatched_at=utcnow()))
 
     # --- reaper ---------------------------------------------------------------------------------------------------
-    def reap(self, *, retention_s: float, redispatch_after_s: float, batch: int = 500) -> ReapReport:
-        """Hand lapsed leases to a new attempt, expire over-age waiting invocations, find lost doorbells and drop rows
-        past retention. Safe to run in several processes at once: every move is conditional."""
+    def reap(self, *, retention_s: float, batch: int = 500) -> ReapReport:
+        """Hand lapsed leases to a new attempt, expire over-age waiting invocations, collect doorbells that never
+        reached the broker and drop rows past retention. Safe to run in several processes at once: every move is
+        conditional."""
         report = ReapReport()
         now = utcnow()
         with self.engine.begin() as conn:
@@ -339,28 +358,26 @@ class Ledger(LedgerQueries):
                                        error=error, condition=Condition.RETRIES_EXHAUSTED)
                 report.lease_lapsed += moved is not None
         with self.engine.begin() as conn:
-            # A waiting invocation whose doorbell never left (publish failed: dispatched_at NULL) or left long ago
-            # (lost with a crashed broker or worker) is rung again; the claim makes the extra message harmless.
-            waiting = conn.execute(select(INVOCATIONS.c.id, INVOCATIONS.c.created_at, INVOCATIONS.c.resubmitted_at,
-                                          INVOCATIONS.c.not_before, FUNCTIONS.c.max_event_age_s)
-                                   .outerjoin(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
-                                   .where(INVOCATIONS.c.status.in_(WAITING), or_(
-                                       INVOCATIONS.c.dispatched_at.is_(None),
-                                       INVOCATIONS.c.dispatched_at < now - timedelta(seconds=redispatch_after_s)))
-                                   .order_by(INVOCATIONS.c.id).limit(batch)).all()
-            lost = []
-            for row in waiting:
-                age = now - (row.resubmitted_at or row.created_at)
-                if row.max_event_age_s is not None and age > timedelta(seconds=row.max_event_age_s):
-                    report.expired += self._move(
-                        conn, row.id, Status.EXPIRED, reason="max event age exceeded while waiting", expect=WAITING,
-                        condition=Condition.EVENT_AGE_EXCEEDED, error_type="EventAgeExceeded",
-                        error=f"waited longer than max_event_age_s={row.max_event_age_s}") is not None
-                elif row.not_before is None or row.not_before <= now:
-                    lost.append(row.id)
-            if lost:
-                conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.id.in_(lost)).values(dispatched_at=now))
-            report.redispatch.extend(lost)
+            # The oldest waiting invocations are the ones that may have outlived their max event age unclaimed (no
+            # worker, or a queue nobody consumes); the claim catches the rest.
+            oldest = conn.execute(select(INVOCATIONS.c.id, INVOCATIONS.c.created_at, INVOCATIONS.c.resubmitted_at,
+                                         FUNCTIONS.c.max_event_age_s)
+                                  .join(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
+                                  .where(INVOCATIONS.c.status.in_(WAITING))
+                                  .order_by(INVOCATIONS.c.id).limit(batch)).all()
+            for row in oldest:
+                if now - (row.resubmitted_at or row.created_at) > timedelta(seconds=row.max_event_age_s):
+                    report.expired += self._expire(conn, row.id, row.max_event_age_s)
+            # A doorbell that never left (the publish failed: dispatched_at NULL) is rung as soon as the broker
+            # takes it; the claim makes an extra message harmless.
+            unsent_due = (INVOCATIONS.c.status.in_(WAITING), INVOCATIONS.c.dispatched_at.is_(None),
+                          or_(INVOCATIONS.c.not_before.is_(None), INVOCATIONS.c.not_before <= now))
+            unsent = [r.id for r in conn.execute(select(INVOCATIONS.c.id).where(*unsent_due)
+                                                 .order_by(INVOCATIONS.c.id).limit(batch))]
+            if unsent:
+                conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.id.in_(unsent), *unsent_due)
+                             .values(dispatched_at=now))
+            report.redispatch.extend(unsent)
         with self.engine.begin() as conn:
             old = select(INVOCATIONS.c.id).where(INVOCATIONS.c.status.in_(TERMINAL),
                                                  INVOCATIONS.c.finished_at < now - timedelta(seconds=retention_s))
@@ -374,3 +391,49 @@ class Ledger(LedgerQueries):
                 conn.execute(delete(DEAD_LETTERS).where(DEAD_LETTERS.c.invocation_pk.in_(old_ids)))
                 report.purged = conn.execute(delete(INVOCATIONS).where(INVOCATIONS.c.id.in_(old_ids))).rowcount
         return report
+
+    def _expire(self, conn: Connection, pk: int, max_event_age_s: int) -> bool:
+        return self._move(conn, pk, Status.EXPIRED, reason="max event age exceeded while waiting", expect=WAITING,
+                          condition=Condition.EVENT_AGE_EXCEEDED, error_type="EventAgeExceeded",
+                          error=f"waited longer than max_event_age_s={max_event_age_s}") is not None
+
+    def silent_doorbells(self, queued: int, *, rung_before: datetime, grace_s: float, batch: int = 500
+                         ) -> list[tuple[int, datetime]]:
+        """Waiting, due invocations whose doorbell is not among the `queued` messages the broker holds ready.
+
+        The queue is FIFO, so the messages still in it are the `queued` most recently rung ones. Of the N waiting
+        invocations rung before `rung_before` (when `queued` was read), the oldest N - queued therefore have no
+        doorbell in the queue: it was lost (a worker killed between ack and claim, a claim that failed, a lost
+        delayed message) or a busy worker holds it. A backlog of any size legitimately queued gives N <= queued and
+        costs one index-only count. Returns (pk, dispatched_at) pairs; the reaper re-rings those it saw twice."""
+        waiting_rung = (INVOCATIONS.c.status.in_(WAITING), INVOCATIONS.c.dispatched_at.is_not(None),
+                        INVOCATIONS.c.dispatched_at < rung_before)
+        with self.engine.connect() as conn:
+            if queued > 0:
+                count = select(func.count()).select_from(INVOCATIONS).where(*waiting_rung)
+                rung = int(conn.execute(count).scalar_one())
+                silent = rung - queued
+                if silent <= 0:
+                    return []
+            else:
+                silent = batch
+            rows = conn.execute(select(INVOCATIONS.c.id, INVOCATIONS.c.dispatched_at, INVOCATIONS.c.not_before)
+                                .where(*waiting_rung)
+                                .order_by(INVOCATIONS.c.dispatched_at, INVOCATIONS.c.id)
+                                .limit(min(silent, batch))).all()
+        settled = rung_before - timedelta(seconds=grace_s)
+        return [(r.id, r.dispatched_at) for r in rows
+                if r.dispatched_at < settled and (r.not_before is None or r.not_before < settled)]
+
+    def take_for_reringing(self, silent: Sequence[tuple[int, datetime]]) -> list[int]:
+        """Mark silent doorbells as rung now, each only if nobody rang it since (several reapers, a claim racing
+        us); returns the pks this caller should ring."""
+        now = utcnow()
+        taken = []
+        with self.engine.begin() as conn:
+            for pk, dispatched_at in silent:
+                if conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.id == pk, INVOCATIONS.c.status.in_(WAITING),
+                                                          INVOCATIONS.c.dispatched_at == dispatched_at)
+                                .values(dispatched_at=now)).rowcount:
+                    taken.append(pk)
+        return taken

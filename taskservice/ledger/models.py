@@ -85,6 +85,8 @@ class InvocationRow(Base):
         Index("ix_invocations_created_at", "created_at"),
         # The console's list and per-status counts walk these newest-first, whatever the filter.
         Index("ix_invocations_status_id", "status", "id"),
+        # The reaper counts and orders waiting invocations by when their doorbell was rung (silent doorbells).
+        Index("ix_invocations_status_dispatched", "status", "dispatched_at"),
         Index("ix_invocations_function_status_id", "function", "status", "id"),
         # The console's invocation-id prefix filter (LIKE 'abc%'): pattern ops so Postgres can range-scan it under
         # any collation; on SQLite a plain index.

@@ -108,7 +108,7 @@ def test_every_outcome_reaches_the_destination_in_fc_format(
         parked.close()
     services.ledger.request_stop(stopped.pk)
     time.sleep(1.2)
-    services.ledger.reap(retention_s=backend.settings.retention_s, redispatch_after_s=0.1)
+    services.ledger.reap(retention_s=backend.settings.retention_s)
     final = {
         "ok": wait_for_status(services, names["ok"], ok.invocation_id, {"Succeeded"}),
         "retries": wait_for_status(services, names["retries"], failing.invocation_id, {"Failed"}),

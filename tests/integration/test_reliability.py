@@ -128,12 +128,12 @@ def test_finished_invocations_are_purged_after_retention_and_their_id_is_free_ag
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     first = services.submitter.submit(fn_name, {"n": 1}, invocation_id="kept_for_a_while")
     wait_for_status(services, fn_name, "kept_for_a_while", {"Succeeded"})
-    services.ledger.reap(retention_s=3600, redispatch_after_s=60)
+    services.ledger.reap(retention_s=3600)
     assert services.ledger.get_by_pk(first.pk) is not None  # well inside retention: kept, id still taken
     time.sleep(0.05)
     purged = 0
     for _ in range(100):  # each pass purges a bounded batch, oldest first; earlier tests left many behind
-        report = services.ledger.reap(retention_s=0, redispatch_after_s=60)
+        report = services.ledger.reap(retention_s=0)
         purged += report.purged
         if services.ledger.get_by_pk(first.pk) is None:
             break

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Lowest first. A unit is a top-level module or subpackage of taskservice (or all of workers).
 LAYERS: list[set[str]] = [
-    {"version", "errors", "clock", "backoff", "statuses"},
+    {"version", "errors", "clock", "backoff", "statuses", "lifetime"},
     {"client"},  # the HTTP client (SDK): talks to the API, never to the ledger
     {"storage", "kafka", "specs"},
     {"config", "db", "embedded_broker"},

@@ -22,6 +22,9 @@ class ChildLedger:
         self.ticks = 0
         self.progress: list[tuple[float, str]] = []
 
+    def on_start(self, pid: int) -> None:
+        """The handler's pid does not matter to these tests."""
+
     def on_log(self, at: str, level: str, message: str) -> None:
         """These tests look at progress and children only; log lines are dropped."""
 

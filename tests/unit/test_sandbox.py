@@ -21,6 +21,10 @@ class Recorder:
         self.submits: list[tuple[str, Any, str | None]] = []
         self.ticks = 0
         self.stop_after_ticks = stop_after_ticks
+        self.pid: int | None = None
+
+    def on_start(self, pid: int) -> None:
+        self.pid = pid
 
     def on_log(self, at: str, level: str, message: str) -> None:
         self.logs.append((level, message))
