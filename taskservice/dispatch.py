@@ -74,6 +74,15 @@ class Dispatcher:
             self.close()
             return None
 
+    def unreachable_because(self) -> str | None:
+        """None when the broker answers a fresh connection now; else the kind of error (for /healthz)."""
+        try:
+            with self.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+            return None
+        except Exception as exc:  # kombu surfaces transport failures as many unrelated types
+            return type(exc).__name__
+
     def close(self) -> None:
         if self._inspector is not None:
             with contextlib.suppress(Exception):  # best effort: the connection may already be gone

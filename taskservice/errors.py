@@ -131,10 +131,22 @@ class IllegalTransition(LedgerError):
     http_status = 409
 
 
-# --- broker -------------------------------------------------------------------------------------------------------
-class DispatchError(TaskServiceError):
-    code = "DispatchError"
+# --- dependencies away --------------------------------------------------------------------------------------------
+class Unavailable(TaskServiceError):
+    """A dependency is unreachable for now; nothing was changed and the same request may simply be sent again
+    (503 with Retry-After)."""
+
+    code = "ServiceUnavailable"
     http_status = 503
+    retry_after_s = 2
+
+
+class LedgerUnavailable(Unavailable):
+    code = "LedgerUnavailable"
+
+
+class DispatchError(Unavailable):
+    code = "DispatchError"
 
 
 # --- client (CLI talking to the API) ------------------------------------------------------------------------------

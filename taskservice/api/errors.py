@@ -7,7 +7,8 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from taskservice.errors import DuplicateInvocation, TaskServiceError
+from taskservice.db import is_outage
+from taskservice.errors import DuplicateInvocation, LedgerUnavailable, TaskServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,10 @@ def register_error_handlers(app: Flask) -> None:
             extra["details"] = exc.details
         if exc.http_status >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return error_response(exc.http_status, exc.code, exc.message, **extra)
+        response = error_response(exc.http_status, exc.code, exc.message, **extra)
+        if isinstance(exc, Unavailable):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -41,5 +45,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        if is_outage(exc):  # a database restart or a cut link is not a bug: say so, and when to come back
+            log.warning("ledger unreachable: %s", type(exc).__name__)
+            return _service_error(LedgerUnavailable("the ledger (database) is unreachable right now; nothing was "
+                                                    "changed — send the same request again shortly"))
         return error_response(500, "InternalError", "internal error; see the server log")

@@ -12,16 +12,25 @@ health_api = Blueprint("health", __name__)
 
 @health_api.get("/healthz")
 def healthz() -> tuple[Response, int]:
+    """Which dependency is down, if any. 503 when the ledger is unreachable (nothing works without it); a broker
+    that is away only delays execution — submissions are still accepted and rung later — so it reads "degraded"
+    with 200, and a load balancer keeps sending traffic."""
     services = current_app.extensions["taskservice"]
     try:
         with services.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        database = "ok"
+        ledger = "ok"
     except Exception as exc:  # report, do not raise: a health check answers even when the ledger is down
-        database = f"unavailable: {type(exc).__name__}"
-    status = 200 if database == "ok" else 503
-    return jsonify({"status": "ok" if status == 200 else "degraded", "database": database,
-                    "version": __version__}), status
+        ledger = f"unavailable: {type(exc).__name__}"
+    broker = services.dispatcher.unreachable_because()
+    broker = "ok" if broker is None else f"unavailable: {broker}"
+    status = "ok" if ledger == broker == "ok" else "degraded"
+    code = 200 if ledger == "ok" else 503
+    body = {"status": status, "database": ledger, "broker": broker, "version": __version__}
+    response = jsonify(body)
+    if code == 503:
+        response.headers["Retry-After"] = "2"
+    return response, code
 
 
 @health_api.get("/openapi.json")

@@ -16,7 +16,11 @@ STATUS_COLOURS = {"Succeeded": "green", "Failed": "red", "Invalid": "red", "Expi
 
 
 def client_of(ctx: click.Context) -> Client:
-    return Client(ctx.obj["api_url"], token=ctx.obj.get("token"))
+    return Client(ctx.obj["api_url"], token=ctx.obj.get("token"), on_retry=_say_retrying)
+
+
+def _say_retrying(reason: str, wait_s: float) -> None:
+    click.echo(f"{reason}; trying again in {wait_s:.1f}s (same request, safe to repeat)", err=True)
 
 
 @contextmanager

@@ -16,7 +16,8 @@ from werkzeug.exceptions import HTTPException
 from taskservice.console import auth, dead_letters, invocations, pages  # noqa: F401 - they add their routes
 from taskservice.console.blueprint import STATS_KEY, console
 from taskservice.console.formatting import FILTERS
-from taskservice.errors import TaskServiceError
+from taskservice.db import is_outage
+from taskservice.errors import LedgerUnavailable, TaskServiceError
 from taskservice.ledger.states import TERMINAL, Status
 from taskservice.ledger.stats import ConsoleStats
 
@@ -50,7 +51,7 @@ def _service_error(exc: TaskServiceError) -> tuple[str, int] | tuple[Response, i
     if request.endpoint == "console.live":
         return {"error": {"code": exc.code, "message": exc.message}}, exc.http_status  # type: ignore[return-value]
     titles = {400: "Bad request", 401: "Sign-in needed", 403: "Not allowed", 404: "Not found", 409: "Conflict",
-              413: "Too large", 422: "Invalid input"}
+              413: "Too large", 422: "Invalid input", 503: "Temporarily unavailable"}
     if exc.http_status >= 500:
         log.error("%s: %s", exc.code, exc.message)
     return _error_page(exc.http_status, titles.get(exc.http_status, "Error"), exc.message)
@@ -62,6 +63,10 @@ def _http_error(exc: HTTPException) -> tuple[str, int]:
 
 
 @console.errorhandler(Exception)
-def _unexpected(exc: Exception) -> tuple[str, int]:
+def _unexpected(exc: Exception) -> tuple[str, int] | tuple[Response, int]:
+    if is_outage(exc):
+        log.warning("ledger unreachable: %s", type(exc).__name__)
+        return _service_error(LedgerUnavailable("The ledger (database) is unreachable right now. Nothing was "
+                                                "changed; this page will work again once it is back."))
     log.exception("console error")
     return _error_page(500, "Internal error", "Something went wrong on the server; the server log has the details.")
