@@ -1,8 +1,9 @@
 """HTTP client of the REST API, used by the CLI (the requests boundary).
 
 A 503 (the ledger or broker briefly away) is retried, honouring Retry-After, for up to `retry_for_s`; an
-unreachable API is retried for a few seconds, for reads and for submissions. A submission is always safe to send again because it carries an
-invocation id, chosen here when the caller gave none: a retry can never start the work twice.
+unreachable API is retried for a few seconds, for reads and for submissions. A submission is always safe to send
+again because it carries an invocation id, chosen here when the caller gave none: a retry never starts the work
+twice.
 """
 from __future__ import annotations
 
