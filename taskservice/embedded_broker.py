@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from time import monotonic
+from time import monotonic_ns
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -24,7 +24,9 @@ SCHEME = "taskservice-fs"
 
 class Channel(filesystem.Channel):  # type: ignore[misc]
     def _put(self, queue: str, message: Any, **_: Any) -> None:  # type: ignore[override]  # kombu's two bases differ
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # kombu reads files in name order: a fixed-width nanosecond clock (one clock for every process on the
+        # machine) keeps the queue first-in first-out, which the reaper's silent-doorbell count relies on.
+        name = f"{monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         temporary = os.path.join(self.data_folder_out, f".{name}.tmp")  # readers ignore names without the queue suffix
         try:

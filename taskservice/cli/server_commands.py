@@ -17,6 +17,7 @@ import click
 
 from taskservice.config import Settings
 from taskservice.errors import ConfigError
+from taskservice.lifetime import die_with_parent
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -112,13 +113,11 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool) -
     env = {**os.environ, **settings.to_env()}
     me = [sys.executable, "-m", "taskservice.cli"]
     children = {
-        "worker": subprocess.Popen([*me, "worker", "--concurrency", str(concurrency), "--loglevel", "WARNING"],
-                                   env=env, start_new_session=True),
-        "relay": subprocess.Popen([*me, "relay", "--loglevel", "WARNING"], env=env, start_new_session=True),
+        "worker": _child([*me, "worker", "--concurrency", str(concurrency), "--loglevel", "WARNING"], env),
+        "relay": _child([*me, "relay", "--loglevel", "WARNING"], env),
     }
     if settings.kafka_bootstrap:  # Kafka triggers run only where a broker is configured
-        children["ingest"] = subprocess.Popen([*me, "ingest", "--loglevel", "WARNING"], env=env,
-                                              start_new_session=True)
+        children["ingest"] = _child([*me, "ingest", "--loglevel", "WARNING"], env)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     stopping = threading.Event()
     for name, proc in children.items():
@@ -178,6 +177,13 @@ def relay(loglevel: str) -> None:
         the_relay.stop()
     finally:
         services.close()
+
+
+def _child(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A process of `dev`'s own: in its own session (a Ctrl-C reaches dev only, which stops it in order), and told
+    by the kernel with SIGTERM when dev dies, even by SIGKILL, so that it drains and exits instead of running on."""
+    return subprocess.Popen(argv, env=env, start_new_session=True,
+                            preexec_fn=lambda: die_with_parent(signal.SIGTERM))
 
 
 def _exit_when_child_dies(name: str, proc: subprocess.Popen[bytes], stopping: threading.Event) -> None:
