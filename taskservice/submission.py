@@ -61,7 +61,8 @@ class Submitter:
         invocation_id = new_invocation_id() if invocation_id is None else check_invocation_id(invocation_id)
         text = encode_payload(payload, self.max_payload_bytes)
         invocation = self.ledger.create_invocation(function, invocation_id, str(uuid.uuid4()), text,
-                                                   replay_of=replay_of, parent_pk=parent_pk)
+                                                   replay_of=replay_of, parent_pk=parent_pk,
+                                                   queue=self.dispatcher.queue)
         self.ring(invocation.pk)
         return invocation
 

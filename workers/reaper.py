@@ -47,7 +47,8 @@ class Reaper:
         if queued is None:  # the broker cannot say how many doorbells it holds: ringing would fail anyway
             self._suspects = set()
             return 0
-        found = set(self.ledger.silent_doorbells(queued, rung_before=rung_before, grace_s=SILENT_GRACE_S))
+        queue = self.submitter.dispatcher.queue
+        found = set(self.ledger.silent_doorbells(queue, queued, rung_before=rung_before, grace_s=SILENT_GRACE_S))
         confirmed, self._suspects = found & self._suspects, found - self._suspects
         if not confirmed:
             return 0

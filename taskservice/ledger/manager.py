@@ -70,10 +70,11 @@ class Ledger(LedgerQueries):
 
     # --- submission -----------------------------------------------------------------------------------------------
     def create_invocation(self, function: str, invocation_id: str, request_id: str, payload: str, *,
-                          replay_of: str | None = None, parent_pk: int | None = None) -> Invocation:
+                          replay_of: str | None = None, parent_pk: int | None = None,
+                          queue: str | None = None) -> Invocation:
         """Insert a new Enqueued invocation; the unique (function, invocation_id) index decides duplicates.
         `replay_of` is the request id of the failure this invocation replays, if it is one; `parent_pk` the
-        invocation that fanned it out."""
+        invocation that fanned it out; `queue` the broker queue its doorbells go to."""
         now = utcnow()
         try:
             with self.engine.begin() as conn:
@@ -82,7 +83,7 @@ class Ledger(LedgerQueries):
                     "function": function, "invocation_id": invocation_id, "request_id": request_id,
                     "status": Status.ENQUEUED, "payload": payload, "attempts": 0, "log_lines": 0, "created_at": now,
                     "updated_at": now, "dispatched_at": now, "replay_of": replay_of,
-                    "parent_pk": parent_pk, "retry_base": 0}).scalar_one()
+                    "parent_pk": parent_pk, "retry_base": 0, "queue": queue}).scalar_one()
                 conn.execute(_INSERT_TRANSITION, {"invocation_pk": pk, "from_status": None,
                                                   "to_status": Status.ENQUEUED, "attempt": 0, "reason": "submitted",
                                                   "at": now})
@@ -397,16 +398,17 @@ class Ledger(LedgerQueries):
                           condition=Condition.EVENT_AGE_EXCEEDED, error_type="EventAgeExceeded",
                           error=f"waited longer than max_event_age_s={max_event_age_s}") is not None
 
-    def silent_doorbells(self, queued: int, *, rung_before: datetime, grace_s: float, batch: int = 500
+    def silent_doorbells(self, queue: str, queued: int, *, rung_before: datetime, grace_s: float, batch: int = 500
                          ) -> list[tuple[int, datetime]]:
-        """Waiting, due invocations whose doorbell is not among the `queued` messages the broker holds ready.
+        """Waiting, due invocations of `queue` whose doorbell is not among the `queued` messages it holds ready.
 
         The queue is FIFO, so the messages still in it are the `queued` most recently rung ones. Of the N waiting
         invocations rung before `rung_before` (when `queued` was read), the oldest N - queued therefore have no
         doorbell in the queue: it was lost (a worker killed between ack and claim, a claim that failed, a lost
         delayed message) or a busy worker holds it. A backlog of any size legitimately queued gives N <= queued and
         costs one index-only count. Returns (pk, dispatched_at) pairs; the reaper re-rings those it saw twice."""
-        waiting_rung = (INVOCATIONS.c.status.in_(WAITING), INVOCATIONS.c.dispatched_at.is_not(None),
+        waiting_rung = (or_(INVOCATIONS.c.queue == queue, INVOCATIONS.c.queue.is_(None)),
+                        INVOCATIONS.c.status.in_(WAITING), INVOCATIONS.c.dispatched_at.is_not(None),
                         INVOCATIONS.c.dispatched_at < rung_before)
         with self.engine.connect() as conn:
             if queued > 0:

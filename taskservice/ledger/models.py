@@ -86,7 +86,7 @@ class InvocationRow(Base):
         # The console's list and per-status counts walk these newest-first, whatever the filter.
         Index("ix_invocations_status_id", "status", "id"),
         # The reaper counts and orders waiting invocations by when their doorbell was rung (silent doorbells).
-        Index("ix_invocations_status_dispatched", "status", "dispatched_at"),
+        Index("ix_invocations_queue_status_dispatched", "queue", "status", "dispatched_at"),
         Index("ix_invocations_function_status_id", "function", "status", "id"),
         # The console's invocation-id prefix filter (LIKE 'abc%'): pattern ops so Postgres can range-scan it under
         # any collation; on SQLite a plain index.
@@ -125,6 +125,8 @@ class InvocationRow(Base):
     # A manual retry starts a new run: its retries are counted from retry_base and its event age from resubmitted_at.
     retry_base: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     resubmitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The broker queue its doorbells go to: a reaper compares only its own queue's depth with its own invocations.
+    queue: Mapped[str | None] = mapped_column(String(200))
 
 
 class TransitionRow(Base):
