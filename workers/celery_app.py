@@ -7,10 +7,13 @@ import os
 import socket
 import sys
 import time
+import warnings
 from multiprocessing.sharedctypes import RawValue
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import SecurityWarning
 from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from taskservice.config import Settings
@@ -95,13 +98,24 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerProcess]:
     return app, process
 
 
-def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO", name: str | None = None) -> None:
-    """Start a Celery prefork worker with the reaper beside it; blocks until the worker exits."""
+def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO", name: str | None = None,
+               quiet: bool = False, ready_file: Path | None = None) -> None:
+    """Start a Celery prefork worker with the reaper beside it; blocks until the worker exits.
+
+    `quiet` drops what Celery prints at startup for whoever operates a long-lived worker — its banner, and the
+    SecurityWarning it gives as root (a `warnings.warn` that C_FORCE_ROOT does not silence: that variable only lets
+    a root worker accept pickle, which this one never does) — so `taskservice dev` can keep the screen for its
+    own addresses. `ready_file` is created once the worker consumes, for a parent that waits for it."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # handlers in the working directory are importable, as in `taskservice dev`
     app, _ = create_worker_app(settings)
-    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--pool=prefork",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", f"--queues={settings.queue}"]
+    if ready_file is not None:
+        worker_ready.connect(lambda **_: ready_file.touch(), weak=False)
+    if quiet:
+        warnings.filterwarnings("ignore", category=SecurityWarning)
+    argv = ["--quiet"] if quiet else []  # a global option of the `celery` command, so before `worker`
+    argv += ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--pool=prefork",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", f"--queues={settings.queue}"]
     # Unique node names let several workers share one host (and one broker vhost) without clashing.
     argv.append(f"--hostname={name or f'taskservice-{os.getpid()}@%h'}")
     app.worker_main(argv=argv)

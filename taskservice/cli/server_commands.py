@@ -4,11 +4,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -18,6 +21,12 @@ import click
 from taskservice.config import Settings
 from taskservice.errors import ConfigError
 from taskservice.lifetime import die_with_parent
+
+#: How long `taskservice dev` waits for its children before it prints its addresses anyway.
+READY_TIMEOUT_S = 60.0
+#: Tells the parent (`taskservice dev`) when this process is up; not meant to be typed.
+ready_file_option = click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                                 hidden=True)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -82,14 +91,16 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
 @click.option("--concurrency", "-c", type=int, default=None, help="Handler processes (default: number of cores).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--name", default=None, help="Celery node name (default celery@hostname).")
-def worker(concurrency: int | None, loglevel: str, name: str | None) -> None:
+@click.option("--quiet", is_flag=True, help="No Celery banner and no superuser warning at startup.")
+@ready_file_option
+def worker(concurrency: int | None, loglevel: str, name: str | None, quiet: bool, ready_file: Path | None) -> None:
     """Run a Celery worker (prefork) with the lease reaper beside it."""
     from workers.celery_app import run_worker
 
     settings = load_settings(worker_concurrency=concurrency)
     require_current_schema(settings)
     run_worker(settings, concurrency=settings.worker_concurrency or os.cpu_count() or 1, loglevel=loglevel,
-               name=name)
+               name=name, quiet=quiet, ready_file=ready_file)
 
 
 def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -102,7 +113,9 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the embedded ledger, broker and objects live (default ./var).")
 @click.option("--auth", is_flag=True, help="Require tokens and console sign-in, as `taskservice api` does.")
-def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool) -> None:
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also show Celery's banner and startup warnings, and the children's INFO logs.")
+def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool, verbose: bool) -> None:
     """API, console, worker and relay in one command, on the embedded default unless TASKSERVICE_* says otherwise.
     Open (no sign-in) and bound to 127.0.0.1 unless --auth."""
     from taskservice.api.server import serve_dev
@@ -112,12 +125,14 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool) -
     revision = _migrate(settings)
     env = {**os.environ, **settings.to_env()}
     me = [sys.executable, "-m", "taskservice.cli"]
-    children = {
-        "worker": _child([*me, "worker", "--concurrency", str(concurrency), "--loglevel", "WARNING"], env),
-        "relay": _child([*me, "relay", "--loglevel", "WARNING"], env),
-    }
+    loglevel = ["--loglevel", "INFO" if verbose else "WARNING"]
+    ready_dir = Path(tempfile.mkdtemp(prefix="taskservice-dev-"))
+    commands = {"worker": ["worker", "--concurrency", str(concurrency), *([] if verbose else ["--quiet"])],
+                "relay": ["relay"]}
     if settings.kafka_bootstrap:  # Kafka triggers run only where a broker is configured
-        children["ingest"] = _child([*me, "ingest", "--loglevel", "WARNING"], env)
+        commands["ingest"] = ["ingest"]
+    children = {name: _child([*me, *command, *loglevel, "--ready-file", str(ready_dir / name)], env)
+                for name, command in commands.items()}
     signal.signal(signal.SIGTERM, _raise_interrupt)
     stopping = threading.Event()
     for name, proc in children.items():
@@ -147,6 +162,9 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool) -
                    "--handler workers.handlers.sleep:handler")
 
     try:
+        # The addresses come last, once the children have said what they had to say, so they stay on the screen.
+        for name in _wait_until_ready({name: ready_dir / name for name in children}, READY_TIMEOUT_S):
+            click.echo(f"the {name} is not ready after {READY_TIMEOUT_S:.0f} s; going on without waiting", err=True)
         serve_dev(app, host="127.0.0.1", port=settings.api_port, on_ready=banner)
     except KeyboardInterrupt:
         click.echo("stopping…")
@@ -154,6 +172,7 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool) -
         stopping.set()
         for proc in children.values():
             _stop_group(proc)
+        shutil.rmtree(ready_dir, ignore_errors=True)
     for name, proc in children.items():
         if proc.returncode not in (0, -signal.SIGTERM, None):
             raise click.ClickException(f"the {name} exited with status {proc.returncode}; see its output above")
@@ -161,7 +180,8 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool) -
 
 @click.command()
 @click.option("--loglevel", default="INFO", show_default=True)
-def relay(loglevel: str) -> None:
+@ready_file_option
+def relay(loglevel: str, ready_file: Path | None) -> None:
     """Deliver destination records from the outbox (at least once, with backoff). Run as many as you like."""
     from taskservice.services import Services, build_relay
 
@@ -171,6 +191,8 @@ def relay(loglevel: str) -> None:
     services = Services.build(settings)
     the_relay = build_relay(services, f"{socket.gethostname()}:{os.getpid()}")
     signal.signal(signal.SIGTERM, lambda *_: the_relay.stop())
+    if ready_file is not None:
+        ready_file.touch()
     try:
         the_relay.run_forever()
     except KeyboardInterrupt:
@@ -184,6 +206,18 @@ def _child(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     by the kernel with SIGTERM when dev dies, even by SIGKILL, so that it drains and exits instead of running on."""
     return subprocess.Popen(argv, env=env, start_new_session=True,
                             preexec_fn=lambda: die_with_parent(signal.SIGTERM))
+
+
+def _wait_until_ready(ready_files: dict[str, Path], timeout_s: float) -> list[str]:
+    """Wait until every child has created its ready file; the names of those that did not in time.
+
+    A child that dies instead is not waited for here: its watcher thread interrupts the main thread."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = [name for name, path in ready_files.items() if not path.exists()]
+        if not waiting or time.monotonic() > deadline:
+            return waiting
+        time.sleep(0.05)
 
 
 def _exit_when_child_dies(name: str, proc: subprocess.Popen[bytes], stopping: threading.Event) -> None:

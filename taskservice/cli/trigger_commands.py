@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 import click
 
 from taskservice.cli.output import api_errors, client_of, print_json, print_table
+from taskservice.cli.server_commands import ready_file_option
 
 
 @click.group()
@@ -98,7 +100,8 @@ def delete(ctx: click.Context, name: str) -> None:
 @click.command()
 @click.option("--trigger", "only", multiple=True, help="Run only this trigger (repeatable); default: all enabled.")
 @click.option("--loglevel", default="INFO", show_default=True)
-def ingest(only: tuple[str, ...], loglevel: str) -> None:
+@ready_file_option
+def ingest(only: tuple[str, ...], loglevel: str, ready_file: Path | None) -> None:
     """Consume Kafka for every enabled trigger and submit batch invocations. Run as many as you like: processes
     share each trigger's partitions through its consumer group."""
     from taskservice.cli.server_commands import load_settings, require_current_schema
@@ -113,6 +116,8 @@ def ingest(only: tuple[str, ...], loglevel: str) -> None:
     services = Services.build(settings)
     ingestor = Ingestor(services, settings.kafka_bootstrap, only=only)
     signal.signal(signal.SIGTERM, lambda *_: ingestor.stop.set())
+    if ready_file is not None:
+        ready_file.touch()
     try:
         ingestor.run_forever()
     except KeyboardInterrupt:

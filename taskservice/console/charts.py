@@ -44,10 +44,25 @@ def nice_ceiling(value: float) -> float:
     return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= value)
 
 
+def count_ticks(value: int, *, intervals: int = 4) -> list[int]:
+    """Axis ticks for a count: 0 up to the first round value at or above `value`, in at most `intervals` equal
+    steps of 1, 2 or 5 × 10ⁿ. Whole steps only, because a count of 0.5 means nothing and would print as a second
+    "0" (or "1") once labels are rounded; a peak of 0 still gets an axis up to 1."""
+    value = max(value, 1)
+    exponent = max(0, math.floor(math.log10(value / intervals)))
+    while True:
+        for mantissa in (1, 2, 5):
+            step = mantissa * 10 ** exponent
+            if math.ceil(value / step) <= intervals:
+                return [i * step for i in range(math.ceil(value / step) + 1)]
+        exponent += 1
+
+
 def per_minute_chart(buckets: list[MinuteBucket]) -> Chart:
     """Stacked bars: invocations created per minute, split by their current status."""
     chart = Chart(WIDTH, HEIGHT)
-    top = nice_ceiling(max((b.total for b in buckets), default=0))
+    ticks = count_ticks(max((b.total for b in buckets), default=0))
+    top = ticks[-1]
     plot_h, slot = HEIGHT - BOTTOM - TOP, (WIDTH - LEFT) / max(len(buckets), 1)
     for i, bucket in enumerate(buckets):
         x, y = LEFT + i * slot, float(HEIGHT - BOTTOM)
@@ -60,7 +75,7 @@ def per_minute_chart(buckets: list[MinuteBucket]) -> Chart:
                                       f"{bucket.start:%H:%M} UTC · {status.value}: {n:,}"))
         if i % 10 == 0:
             chart.x_labels.append((x, f"{bucket.start:%H:%M}"))
-    chart.y_ticks = [(HEIGHT - BOTTOM - plot_h * f, f"{top * f:,.0f}") for f in (0, 0.5, 1)]
+    chart.y_ticks = [(HEIGHT - BOTTOM - plot_h * t / top, f"{t:,}") for t in ticks]
     chart.empty = not chart.bars
     return chart
 

@@ -231,9 +231,13 @@ class ConsoleStats:
         return [MinuteBucket(datetime.fromtimestamp(minute * 60, timezone.utc), c) for minute, c in counts.items()]
 
     def _minute_bucket(self) -> ColumnElement[Any]:
-        """Minutes since the epoch of created_at: the one expression the two databases spell differently."""
+        """Minutes since the epoch of created_at: the one expression the two databases spell differently.
+
+        Both must floor, never divide truly or round: SQLAlchemy 2 renders `/` on integers as true division, which
+        on SQLite made every row its own group, and a cast of Postgres's fractional epoch rounds 12:00:59.7 into
+        12:01. SQLite's `%s` is already whole seconds, so integer division (`//`) floors it."""
         if self.engine.dialect.name == "sqlite":
-            return cast(func.strftime("%s", I.c.created_at), Integer) / 60
+            return cast(func.strftime("%s", I.c.created_at), Integer) // 60
         return cast(func.floor(func.extract("epoch", I.c.created_at) / 60), Integer)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from taskservice.console.charts import HEIGHT, durations_chart, nice_ceiling, per_minute_chart
+from taskservice.console.charts import HEIGHT, count_ticks, durations_chart, nice_ceiling, per_minute_chart
 from taskservice.console.formatting import abstime, capped, duration, is_large, pretty_json, reltime
 from taskservice.ledger.states import Status
 from taskservice.ledger.stats import FunctionHealth, MinuteBucket, percentile
@@ -53,6 +53,32 @@ def test_nearest_rank_percentiles() -> None:
 
 def test_axis_tops_are_round() -> None:
     assert [nice_ceiling(v) for v in (0, 1, 3, 7, 12, 480, 5001)] == [1, 1, 5, 10, 20, 500, 10000]
+
+
+def test_count_ticks_are_whole_round_steps_from_zero_to_the_peak() -> None:
+    assert count_ticks(0) == count_ticks(1) == [0, 1]  # was 0, 0.5, 1 printed as "0, 0, 1"
+    assert count_ticks(4) == [0, 1, 2, 3, 4]
+    assert count_ticks(5) == count_ticks(6) == [0, 2, 4, 6]
+    assert count_ticks(9) == [0, 5, 10]
+    assert count_ticks(37) == [0, 10, 20, 30, 40]
+    assert count_ticks(41) == [0, 20, 40, 60]
+    assert count_ticks(1234) == [0, 500, 1000, 1500]
+    for peak in range(0, 5001, 7):
+        ticks = count_ticks(peak)
+        step = ticks[1]
+        assert ticks[0] == 0 and ticks[-1] >= peak and 2 <= len(ticks) <= 5
+        assert ticks == [i * step for i in range(len(ticks))]
+        assert int(str(step).rstrip("0") or 0) in (1, 2, 5)  # 1, 2 or 5 times a power of ten
+        assert ticks[-2] < max(peak, 1)  # no tick wasted above the peak
+
+
+def test_per_minute_axis_labels_are_distinct_and_match_the_bars() -> None:
+    one = per_minute_chart([MinuteBucket(NOW, {Status.SUCCEEDED: 1}), MinuteBucket(NOW, {Status.FAILED: 1})])
+    assert [label for _y, label in one.y_ticks] == ["0", "1"]
+    six = per_minute_chart([MinuteBucket(NOW, {Status.SUCCEEDED: 4}), MinuteBucket(NOW, {Status.FAILED: 2})])
+    assert [label for _y, label in six.y_ticks] == ["0", "1", "2", "3", "4"]
+    top_y = min(y for y, _label in six.y_ticks)
+    assert min(b.y for b in six.bars) == top_y  # the busiest bar reaches exactly the "4" grid line
 
 
 def test_per_minute_bars_stack_by_status_within_the_plot() -> None:

@@ -1,21 +1,28 @@
 """The ffmpeg boundary: the only module that builds or runs ffmpeg and ffprobe command lines (design §3, rule 6).
 
+Command lines are built with ffmpeg-python (`ffmpeg.input(...).output(...).compile()`, probes through
+`ffmpeg.probe`), which yields argv lists; it never runs anything through a shell, and neither does this module.
+ffmpeg-python writes an input's options before its `-i` (`-f` first, the rest sorted by name) and an output's
+before its file name, and global options at the end, where ffmpeg still takes them as global.
+
 Safety rules, applied to every run:
 - argv lists only, never a shell; every path is one the server generated inside a per-attempt work directory;
 - `-protocol_whitelist file` on every input and output (nothing reaches the network or another protocol);
-- `-format_whitelist` of real media containers on every input, and the demuxer the probe found is forced with `-f`:
-  HLS playlists, concat lists and other text formats can never be opened, even by a file that lies about its type;
+- `-format_whitelist` on every input (real media containers; for the merge's own segment list, concat and the
+  Matroska segments it names) and the demuxer the probe found is forced with `-f`: HLS playlists, concat lists and
+  other text formats can never be opened, even by a file that lies about its type;
 - output size bounded with `-fs` and checked again afterwards (HLS segments by watching the output directory).
 Progress comes from `-progress pipe:1` (out_time_us against the probed duration).
 """
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import ffmpeg
 
 from workers.media import MediaFailed, OutputTooLarge, UnsafeInput
 from workers.media.formats import AUDIO_ENCODERS, VIDEO_ENCODERS, EncodeOptions
@@ -23,6 +30,10 @@ from workers.media.formats import AUDIO_ENCODERS, VIDEO_ENCODERS, EncodeOptions
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
 DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,wav,mp3,flac,asf,aac"
+#: The merge's concat list (written here) and the Matroska segments it names: nothing else may be opened through it.
+CONCAT_DEMUXERS = "concat,matroska"
+#: Global options of every ffmpeg run: no terminal interaction, only errors on stderr, progress as key=value lines.
+GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-v", "error", "-progress", "pipe:1", "-nostats")
 _FAST_PRESETS = ("ultrafast", "superfast", "veryfast", "faster")
 _SNIFF = ((b"#EXTM3U", "an HLS playlist"), (b"ffconcat", "a concat list"), (b"file ", "a concat list"),
           (b"file'", "a concat list"), (b"<?xml", "an XML document (DASH manifests are playlists)"))
@@ -54,14 +65,12 @@ def probe(path: Path) -> Probe:
     for prefix, what in _SNIFF:
         if head.startswith(prefix):
             raise UnsafeInput(f"the input is {what}: playlists and concat lists are refused, send a media file")
-    argv = [FFPROBE, "-v", "error", "-protocol_whitelist", "file", "-format_whitelist", DEMUXERS,
-            "-print_format", "json", "-show_format", "-show_streams", str(path)]
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
-    if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
+    try:
+        info = _ffprobe(path)
+    except ffmpeg.Error as exc:
+        reason = _stderr(exc).splitlines()[-1:] or ["unknown error"]
         raise UnsafeInput(f"the input is not a supported media container ({reason[0][-200:]}); accepted: "
-                          f"{DEMUXERS}")
-    info = json.loads(done.stdout)
+                          f"{DEMUXERS}") from None
     streams = info.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video"
                   and not s.get("disposition", {}).get("attached_pic")), None)
@@ -82,19 +91,43 @@ def probe(path: Path) -> Probe:
 
 def count_frames(path: Path) -> int:
     """Video frames (packets) in a file, counted by reading it through."""
-    argv = [FFPROBE, "-v", "error", "-protocol_whitelist", "file", "-format_whitelist", DEMUXERS, "-select_streams",
-            "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path)]
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=600, check=False)
-    if done.returncode != 0:
-        raise MediaFailed(f"ffprobe could not count frames: {done.stderr.decode(errors='replace')[-300:]}")
-    return int(done.stdout.decode().strip().split(",")[0])
+    try:
+        info = _ffprobe(path, select_streams="v:0", count_packets=None)
+    except ffmpeg.Error as exc:
+        raise MediaFailed(f"ffprobe could not count frames: {_stderr(exc)[-300:]}") from None
+    return int(info["streams"][0]["nb_read_packets"])
 
 
-def _input(src: Probe) -> list[str]:
-    return ["-protocol_whitelist", "file", "-format_whitelist", DEMUXERS, "-f", src.demuxer, "-i", str(src.path)]
+def _ffprobe(path: Path, **options: Any) -> dict[str, Any]:
+    """ffprobe's JSON for a file, under the same whitelists as every ffmpeg input. No timeout of its own (ffmpeg-
+    python 0.2 has none): a probe that hangs ends with the attempt, whose timeout kills the handler's process
+    group, ffprobe included."""
+    info: dict[str, Any] = ffmpeg.probe(str(path), cmd=FFPROBE, v="error", protocol_whitelist="file",
+                                        format_whitelist=DEMUXERS, **options)
+    return info
 
 
-def _video_args(opts: EncodeOptions, *, watermark_file: Path | None) -> list[str]:
+def _stderr(exc: Any) -> str:
+    return (exc.stderr or b"").decode(errors="replace").strip()
+
+
+def _input(src: Probe) -> Any:
+    """A probed file as an input: its demuxer forced, only media containers and the file protocol allowed."""
+    return ffmpeg.input(str(src.path), f=src.demuxer, format_whitelist=DEMUXERS, protocol_whitelist="file")
+
+
+def _output(streams: list[Any], dst: Path, *, muxer: str, max_bytes: int | None, **options: Any) -> Any:
+    """An output written only through the file protocol, bounded by `-fs` when `max_bytes` is given (a stream
+    copy into segments is bounded by its input instead). ffmpeg-python writes a `-map` per stream given."""
+    bound = {} if max_bytes is None else {"fs": max_bytes}
+    return ffmpeg.output(*streams, str(dst), f=muxer, protocol_whitelist="file", **bound, **options)
+
+
+def _container_options(muxer_name: str) -> dict[str, Any]:
+    return {"movflags": "+faststart"} if muxer_name in ("mp4", "mov") else {}
+
+
+def _video_options(opts: EncodeOptions, *, watermark_file: Path | None) -> dict[str, Any]:
     assert opts.video_codec is not None
     encoder = VIDEO_ENCODERS[opts.video_codec]
     filters = []
@@ -103,21 +136,22 @@ def _video_args(opts: EncodeOptions, *, watermark_file: Path | None) -> list[str
     if watermark_file is not None:  # the text travels in a file: nothing in it can alter the filter graph
         filters.append(f"drawtext=textfile={watermark_file.name}:expansion=none:fontcolor=white:fontsize=h/16"
                        ":x=10:y=h-th-10:box=1:boxcolor=black@0.4:boxborderw=4")
-    args = ["-c:v", encoder, "-pix_fmt", "yuv420p"]
+    options: dict[str, Any] = {"c:v": encoder, "pix_fmt": "yuv420p"}
     if filters:
-        args += ["-vf", ",".join(filters)]
+        options["vf"] = ",".join(filters)
     if encoder == "libx264":
-        args += ["-preset", opts.preset]
+        options["preset"] = opts.preset
     elif encoder.startswith("libvpx"):
-        args += ["-deadline", "realtime", "-cpu-used", "8" if opts.preset in _FAST_PRESETS else "4"]
-        args += ["-row-mt", "1"] if encoder == "libvpx-vp9" else []
+        options |= {"deadline": "realtime", "cpu-used": "8" if opts.preset in _FAST_PRESETS else "4"}
+        if encoder == "libvpx-vp9":
+            options["row-mt"] = "1"
     if opts.bitrate:
-        args += ["-b:v", opts.bitrate]
-    return args
+        options["video_bitrate"] = opts.bitrate  # -b:v
+    return options
 
 
-def _audio_args(opts: EncodeOptions) -> list[str]:
-    return ["-c:a", AUDIO_ENCODERS[opts.audio_codec]]
+def _audio_options(opts: EncodeOptions) -> dict[str, Any]:
+    return {"c:a": AUDIO_ENCODERS[opts.audio_codec]}
 
 
 def transcode(src: Probe, dst: Path, opts: EncodeOptions, *, max_bytes: int, on_progress: Progress) -> list[Path]:
@@ -127,19 +161,27 @@ def transcode(src: Probe, dst: Path, opts: EncodeOptions, *, max_bytes: int, on_
     if opts.watermark_text:
         watermark = workdir / "watermark.txt"
         watermark.write_text(opts.watermark_text, encoding="utf-8")
-    argv = [FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y", *_input(src)]
+    source = _input(src)
+    streams: list[Any] = []
+    options: dict[str, Any] = {}
     if opts.format.videos and src.video_codec:
-        argv += ["-map", "0:v:0", *_video_args(opts, watermark_file=watermark)]
+        streams.append(source["v:0"])
+        options |= _video_options(opts, watermark_file=watermark)
     else:
-        argv += ["-vn"]
-    argv += ["-map", "0:a:0?", *_audio_args(opts)] if src.audio_codec else ["-an"]
+        options["vn"] = None
+    if src.audio_codec:
+        streams.append(source["a:0?"])
+        options |= _audio_options(opts)
+    else:
+        options["an"] = None
     if opts.format.name == "m3u8":
-        argv += ["-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_segment_type", "mpegts",
-                 "-hls_segment_filename", str(workdir / "seg_%05d.ts")]
+        options |= {"hls_time": 6, "hls_playlist_type": "vod", "hls_segment_type": "mpegts",
+                    "hls_segment_filename": str(workdir / "seg_%05d.ts")}
     else:
-        argv += ["-f", opts.format.muxer] + (["-movflags", "+faststart"] if opts.format.name in ("mp4", "mov") else [])
-    argv += ["-fs", str(max_bytes), "-protocol_whitelist", "file", str(dst)]
-    _run(argv, cwd=workdir, duration_s=src.duration_s, on_progress=on_progress, max_bytes=max_bytes,
+        options |= _container_options(opts.format.name)
+    # Neither stream wanted: the bare input gives no `-map` at all, and ffmpeg refuses the empty output itself.
+    output = _output(streams or [source], dst, muxer=opts.format.muxer, max_bytes=max_bytes, **options)
+    _run(output, cwd=workdir, duration_s=src.duration_s, on_progress=on_progress, max_bytes=max_bytes,
          watch=workdir if opts.format.name == "m3u8" else None)
     outputs = [dst] + (sorted(workdir.glob("seg_*.ts")) if opts.format.name == "m3u8" else [])
     _check_size(outputs, max_bytes)
@@ -148,10 +190,9 @@ def transcode(src: Probe, dst: Path, opts: EncodeOptions, *, max_bytes: int, on_
 
 def split_video(src: Probe, out_dir: Path, segment_s: float, on_progress: Progress) -> list[Path]:
     """Cut the video stream at keyframes into ~segment_s pieces without re-encoding (audio is handled at merge)."""
-    argv = [FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y", *_input(src), "-map", "0:v:0", "-c", "copy",
-            "-f", "segment", "-segment_time", f"{segment_s:g}", "-reset_timestamps", "1",
-            "-segment_format", "matroska", "-protocol_whitelist", "file", str(out_dir / "part_%05d.mkv")]
-    _run(argv, cwd=out_dir, duration_s=src.duration_s, on_progress=on_progress)
+    output = _output([_input(src)["v:0"]], out_dir / "part_%05d.mkv", muxer="segment", max_bytes=None, c="copy",
+                     segment_time=f"{segment_s:g}", reset_timestamps=1, segment_format="matroska")
+    _run(output, cwd=out_dir, duration_s=src.duration_s, on_progress=on_progress)
     return sorted(out_dir.glob("part_*.mkv"))
 
 
@@ -161,10 +202,9 @@ def encode_segment(src: Probe, dst: Path, opts: EncodeOptions, *, max_bytes: int
     if opts.watermark_text:
         watermark = dst.parent / "watermark.txt"
         watermark.write_text(opts.watermark_text, encoding="utf-8")
-    argv = [FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y", *_input(src), "-map", "0:v:0",
-            *_video_args(opts, watermark_file=watermark), "-fps_mode", "passthrough", "-an", "-f", "matroska",
-            "-fs", str(max_bytes), "-protocol_whitelist", "file", str(dst)]
-    _run(argv, cwd=dst.parent, duration_s=src.duration_s, on_progress=on_progress)
+    output = _output([_input(src)["v:0"]], dst, muxer="matroska", max_bytes=max_bytes,
+                     **_video_options(opts, watermark_file=watermark), fps_mode="passthrough", an=None)
+    _run(output, cwd=dst.parent, duration_s=src.duration_s, on_progress=on_progress)
     _check_size([dst], max_bytes)
 
 
@@ -176,12 +216,17 @@ def merge(segments: list[Path], source: Probe, dst: Path, opts: EncodeOptions, *
     if any(s.parent != listing.parent for s in segments):
         raise ValueError("segments must sit beside the merged output")
     listing.write_text("ffconcat version 1.0\n" + "".join(f"file {s.name}\n" for s in segments))
-    argv = [FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y", "-protocol_whitelist", "file",
-            "-f", "concat", "-safe", "1", "-i", str(listing), *_input(source), "-map", "0:v:0", "-c:v", "copy"]
-    argv += ["-map", "1:a:0", *_audio_args(opts)] if source.audio_codec else ["-an"]
-    argv += ["-f", opts.format.muxer] + (["-movflags", "+faststart"] if opts.format.name in ("mp4", "mov") else [])
-    argv += ["-fs", str(max_bytes), "-protocol_whitelist", "file", str(dst)]
-    _run(argv, cwd=dst.parent, duration_s=source.duration_s, on_progress=on_progress)
+    joined = ffmpeg.input(str(listing), f="concat", safe=1, format_whitelist=CONCAT_DEMUXERS,
+                          protocol_whitelist="file")
+    streams = [joined["v:0"]]
+    options: dict[str, Any] = {"c:v": "copy", **_container_options(opts.format.name)}
+    if source.audio_codec:
+        streams.append(_input(source)["a:0"])
+        options |= _audio_options(opts)
+    else:
+        options["an"] = None
+    output = _output(streams, dst, muxer=opts.format.muxer, max_bytes=max_bytes, **options)
+    _run(output, cwd=dst.parent, duration_s=source.duration_s, on_progress=on_progress)
     _check_size([dst], max_bytes)
 
 
@@ -191,10 +236,11 @@ def _check_size(paths: list[Path], max_bytes: int) -> None:
         raise OutputTooLarge(f"the output reached the size bound of {max_bytes} bytes and was discarded")
 
 
-def _run(argv: list[str], *, cwd: Path, duration_s: float, on_progress: Progress, max_bytes: int | None = None,
+def _run(output: Any, *, cwd: Path, duration_s: float, on_progress: Progress, max_bytes: int | None = None,
          watch: Path | None = None) -> None:
-    """Run ffmpeg with `-progress pipe:1`, report progress, keep stderr for the error message."""
-    argv = [argv[0], "-progress", "pipe:1", "-nostats", *argv[1:]]
+    """Compile an ffmpeg-python output into argv with the global options every run has, run it (its stdout is the
+    `-progress` stream), report progress, keep stderr for the error message."""
+    argv: list[str] = output.global_args(*GLOBAL_ARGS).overwrite_output().compile(cmd=FFMPEG)
     log_path = cwd / f"ffmpeg-{len(list(cwd.glob('ffmpeg-*.log')))}.log"
     with open(log_path, "wb") as log, subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
                                                        stdout=subprocess.PIPE, stderr=log) as proc:
