@@ -21,7 +21,7 @@ SOURCE_TREE_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def migrations_dir() -> Path:
     """Where the Alembic scripts are: in an installed wheel the top-level migrations/ travels as the package
     taskservice._migrations (setup.py maps it); running from a checkout, it is the source tree's migrations/."""
-    candidates = []
+    candidates: list[Path] = []
     spec = importlib.util.find_spec("taskservice._migrations")
     if spec is not None and spec.submodule_search_locations:
         candidates.extend(Path(location) for location in spec.submodule_search_locations)
