@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from typing import Any
 
 from celery import Celery
@@ -30,6 +31,7 @@ class WorkerProcess:
         self._services: Services | None = None
         self._runner: Runner | None = None
         self._reaper: Reaper | None = None
+        self._reaper_thread: threading.Thread | None = None
 
     @property
     def services(self) -> Services:
@@ -56,8 +58,11 @@ class WorkerProcess:
         s = self.settings
         self._reaper = Reaper(self.services.ledger, self.services.dispatcher, interval_s=s.reaper_interval_s,
                               retention_s=s.retention_s, redispatch_after_s=s.redispatch_after_s)
-        self._reaper.start()
+        self._reaper_thread = self._reaper.start()
         log.info("reaper started: every %.1fs, lease %.1fs", s.reaper_interval_s, s.lease_s)
+
+    def reaper_alive(self) -> bool:
+        return self._reaper_thread is not None and self._reaper_thread.is_alive()
 
     def stop_reaper(self, **_: Any) -> None:
         if self._reaper is not None:
@@ -74,11 +79,18 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerProcess]:
     return app, process
 
 
-def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO", name: str | None = None) -> None:
-    """Start a Celery prefork worker with the reaper beside it; blocks until the worker exits."""
+def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO", name: str | None = None,
+               health_port: int | None = None, health_host: str = "0.0.0.0") -> None:
+    """Start a Celery prefork worker with the reaper beside it; blocks until the worker exits. With health_port, also
+    answer /readyz and /healthz there from the worker's own state (workers/health.py)."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # handlers in the working directory are importable, as in `taskservice dev`
-    app, _ = create_worker_app(settings)
+    app, process = create_worker_app(settings)
+    if health_port is not None:
+        from workers.health import WorkerHealth, install
+
+        install(app, WorkerHealth(engine=lambda: process.services.engine, reaper_alive=process.reaper_alive),
+                host=health_host, port=health_port)
     argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--pool=prefork",
             "--without-gossip", "--without-mingle", "--without-heartbeat", f"--queues={settings.queue}"]
     # Unique node names let several workers share one host (and one broker vhost) without clashing.
