@@ -1,6 +1,7 @@
 """The Alembic boundary: upgrade a ledger to the newest schema, and compare migrations with the models."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,27 @@ from sqlalchemy import Engine
 from taskservice.errors import ConfigError
 from taskservice.ledger.models import Base
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+SOURCE_TREE_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are: in an installed wheel the top-level migrations/ travels as the package
+    taskservice._migrations (setup.py maps it); running from a checkout, it is the source tree's migrations/."""
+    candidates: list[Path] = []
+    spec = importlib.util.find_spec("taskservice._migrations")
+    if spec is not None and spec.submodule_search_locations:
+        candidates.extend(Path(location) for location in spec.submodule_search_locations)
+    candidates.append(SOURCE_TREE_MIGRATIONS)
+    for candidate in candidates:
+        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
+            return candidate
+    raise FileNotFoundError(f"migrations not found (looked in {', '.join(map(str, candidates))}); install "
+                            "taskservice from its wheel or run it from its source tree")
 
 
 def alembic_config() -> Config:
-    if not (MIGRATIONS / "env.py").exists():
-        raise FileNotFoundError(f"migrations not found at {MIGRATIONS}; install taskservice from its source tree")
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations_dir()))
     return config
 
 

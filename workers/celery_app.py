@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import warnings
 from multiprocessing.sharedctypes import RawValue
@@ -40,6 +41,7 @@ class WorkerProcess:
         self._services: Services | None = None
         self._runner: Runner | None = None
         self._reaper: Reaper | None = None
+        self._reaper_thread: threading.Thread | None = None
 
     @property
     def services(self) -> Services:
@@ -79,8 +81,11 @@ class WorkerProcess:
         s = self.settings
         self._reaper = Reaper(self.services.ledger, self.services.submitter, interval_s=s.reaper_interval_s,
                               retention_s=s.retention_s)
-        self._reaper.start()
+        self._reaper_thread = self._reaper.start()
         log.info("reaper started: every %.1fs, lease %.1fs", s.reaper_interval_s, s.lease_s)
+
+    def reaper_alive(self) -> bool:
+        return self._reaper_thread is not None and self._reaper_thread.is_alive()
 
     def stop_reaper(self, **_: Any) -> None:
         if self._reaper is not None:
@@ -99,16 +104,23 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerProcess]:
 
 
 def run_worker(settings: Settings, *, concurrency: int, loglevel: str = "INFO", name: str | None = None,
-               quiet: bool = False, ready_file: Path | None = None) -> None:
+               quiet: bool = False, ready_file: Path | None = None, health_port: int | None = None,
+               health_host: str = "0.0.0.0") -> None:
     """Start a Celery prefork worker with the reaper beside it; blocks until the worker exits.
 
     `quiet` drops what Celery prints at startup for whoever operates a long-lived worker — its banner, and the
     SecurityWarning it gives as root (a `warnings.warn` that C_FORCE_ROOT does not silence: that variable only lets
     a root worker accept pickle, which this one never does) — so `taskservice dev` can keep the screen for its
-    own addresses. `ready_file` is created once the worker consumes, for a parent that waits for it."""
+    own addresses. `ready_file` is created once the worker consumes, for a parent that waits for it. With
+    health_port, the worker also answers /readyz and /healthz there from its own state (workers/health.py)."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # handlers in the working directory are importable, as in `taskservice dev`
-    app, _ = create_worker_app(settings)
+    app, process = create_worker_app(settings)
+    if health_port is not None:
+        from workers.health import WorkerHealth, install
+
+        install(app, WorkerHealth(engine=lambda: process.services.engine, reaper_alive=process.reaper_alive),
+                host=health_host, port=health_port)
     if ready_file is not None:
         worker_ready.connect(lambda **_: ready_file.touch(), weak=False)
     if quiet:

@@ -93,14 +93,18 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
 @click.option("--name", default=None, help="Celery node name (default celery@hostname).")
 @click.option("--quiet", is_flag=True, help="No Celery banner and no superuser warning at startup.")
 @ready_file_option
-def worker(concurrency: int | None, loglevel: str, name: str | None, quiet: bool, ready_file: Path | None) -> None:
+@click.option("--health-port", type=click.IntRange(0, 65535), default=None,
+              help="Answer GET /readyz and /healthz on this port (for probes; no Celery broadcast).")
+@click.option("--health-host", default="0.0.0.0", show_default=True, help="Interface for --health-port.")
+def worker(concurrency: int | None, loglevel: str, name: str | None, quiet: bool, ready_file: Path | None,
+           health_port: int | None, health_host: str) -> None:
     """Run a Celery worker (prefork) with the lease reaper beside it."""
     from workers.celery_app import run_worker
 
     settings = load_settings(worker_concurrency=concurrency)
     require_current_schema(settings)
     run_worker(settings, concurrency=settings.worker_concurrency or os.cpu_count() or 1, loglevel=loglevel,
-               name=name, quiet=quiet, ready_file=ready_file)
+               name=name, quiet=quiet, ready_file=ready_file, health_port=health_port, health_host=health_host)
 
 
 def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
