@@ -1,8 +1,8 @@
 """taskservice: a self-hosted stateful asynchronous task service with destinations.
 
 The package face: the version and the public names. Importing it stays cheap (no Flask, no Celery, no SQLAlchemy),
-because every worker, relay and handler process imports it; `create_app` is loaded from taskservice.app when asked
-for.
+because every worker, relay and handler process imports it; `create_app` (taskservice.app) and the SDK's `Client`
+(taskservice.client) are loaded when asked for.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from taskservice.version import __version__
 
 if TYPE_CHECKING:
     from taskservice.app import create_app
+    from taskservice.client import Client
 
-__all__ = ["__version__", "create_app"]
+__all__ = ["Client", "__version__", "create_app"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from taskservice.app import create_app
 
         return create_app
+    if name == "Client":  # the Python SDK; loaded when asked for, so `import taskservice` stays cheap
+        from taskservice.client import Client
+
+        return Client
     raise AttributeError(f"module 'taskservice' has no attribute {name!r}")

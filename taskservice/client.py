@@ -1,4 +1,9 @@
-"""HTTP client of the REST API, used by the CLI (the requests boundary).
+"""The Python SDK and the CLI's HTTP client: one client of the REST API (the requests boundary).
+
+`Client(api_url, token=None)` has the API's verbs with typed results (`Submitted`, `InvocationInfo`, `LogLine`,
+`Page`, `ReplayResult`) and typed errors (`NotFoundError` 404, `ConflictError` 409 with the existing invocation,
+`ValidationError` 400/422, `AuthError` 401/403, `PayloadTooLargeError` 413), all `ApiError`s. The lower-level
+`request` and the dict-returning calls stay for the CLI's JSON output.
 
 A 503 (the ledger or broker briefly away) is retried, honouring Retry-After, for up to `retry_for_s`; an
 unreachable API is retried for a few seconds, for reads and for submissions. A submission is always safe to send
@@ -7,9 +12,11 @@ twice.
 """
 from __future__ import annotations
 
+import builtins
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -31,6 +38,132 @@ class ApiError(ClientError):
         self.body = body
         self.retry_after = retry_after
         self.tries = 1  # how many times the request was sent before this answer
+
+
+class ValidationError(ApiError):
+    """400 or 422: the request was refused as it stands (the message names the field); nothing was written."""
+
+
+class AuthError(ApiError):
+    """401 (no live token) or 403 (a read-only token asked to change something)."""
+
+
+class NotFoundError(ApiError):
+    """404: no such function, invocation, trigger or dead letter."""
+
+
+class ConflictError(ApiError):
+    """409: a duplicate invocation id (`existing` is the invocation already holding it), or a stop/retry the
+    invocation's state does not allow."""
+
+    @property
+    def existing(self) -> InvocationInfo | None:
+        found = self.body.get("invocation")
+        return InvocationInfo.from_api(found) if isinstance(found, dict) else None
+
+
+class PayloadTooLargeError(ApiError):
+    """413: the payload is over the server's limit."""
+
+
+_ERRORS: dict[int, type[ApiError]] = {400: ValidationError, 422: ValidationError, 401: AuthError, 403: AuthError,
+                                      404: NotFoundError, 409: ConflictError, 413: PayloadTooLargeError}
+
+
+class WaitTimeout(ClientError):
+    """`Client.wait` gave up before the invocation ended; `last` is what it saw last."""
+
+    def __init__(self, message: str, last: InvocationInfo) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+TERMINAL_STATUSES = frozenset({"Succeeded", "Failed", "Stopped", "Expired", "Invalid"})
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The answer to a submission (202)."""
+
+    invocation_id: str
+    request_id: str
+    function: str
+    status: str
+    starts_at: str | None = None
+
+    @classmethod
+    def from_api(cls, doc: dict[str, Any]) -> Submitted:
+        return cls(invocation_id=doc["invocationId"], request_id=doc["requestId"], function=doc["function"],
+                   status=doc["status"], starts_at=doc.get("startsAt"))
+
+
+@dataclass(frozen=True)
+class InvocationInfo:
+    """One invocation as the API shows it; `raw` is the whole document (transitions, destinations, children)."""
+
+    function: str
+    invocation_id: str
+    request_id: str
+    status: str
+    attempts: int
+    payload: Any
+    result: Any
+    error: str | None
+    error_type: str | None
+    condition: str | None
+    progress_percent: float | None
+    progress_message: str | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    starts_at: str | None
+    replay_of: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "Succeeded"
+
+    @classmethod
+    def from_api(cls, doc: dict[str, Any]) -> InvocationInfo:
+        progress = doc.get("progress") or {}
+        return cls(function=doc["function"], invocation_id=doc["invocationId"], request_id=doc["requestId"],
+                   status=doc["status"], attempts=doc.get("attempts", 0), payload=doc.get("payload"),
+                   result=doc.get("result"), error=doc.get("error"), error_type=doc.get("errorType"),
+                   condition=doc.get("condition"), progress_percent=progress.get("percent"),
+                   progress_message=progress.get("message"), created_at=doc.get("createdAt"),
+                   started_at=doc.get("startedAt"), finished_at=doc.get("finishedAt"),
+                   starts_at=doc.get("startsAt"), replay_of=doc.get("replayOf"), raw=doc)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: str
+    attempt: int
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """One keyset page of invocations, newest first; pass `next_cursor` back as `cursor` for the next."""
+
+    items: list[InvocationInfo]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What a replay did: the invocation a single replay submitted, or one outcome per record of a bulk replay
+    (`{"function", "invocationId", "outcome": "submitted" | "duplicate" | "refused", "error"}`)."""
+
+    submitted: Submitted | None
+    outcomes: list[dict[str, Any]]
+    raw: dict[str, Any] = field(repr=False, compare=False)
 
 
 class Unreachable(ClientError):
@@ -115,7 +248,8 @@ class Client:
             raise ClientError(f"the API answered {response.status_code} with a non-JSON body") from None
         if response.status_code >= 400:
             error = body.get("error", {}) if isinstance(body, dict) else {}
-            raise ApiError(response.status_code, error.get("code", str(response.status_code)),
+            kind = _ERRORS.get(response.status_code, ApiError)
+            raise kind(response.status_code, error.get("code", str(response.status_code)),
                            error.get("message", response.reason), body, retry_after=response.headers.get("Retry-After"))
         return body
 
@@ -129,13 +263,18 @@ class Client:
     def delete_function(self, name: str) -> None:
         self.request("DELETE", f"/v1/functions/{name}")
 
-    def invoke(self, function: str, payload: Any, *, invocation_id: str | None = None) -> Any:
-        """Submit; through an outage the same id is sent again. If an earlier try of this very call was accepted
-        but its answer lost, the 409 that follows carries our own invocation (same payload) and is the answer."""
+    def submit(self, function: str, payload: Any, *, invocation_id: str | None = None, delay_s: float | None = None
+               ) -> Any:
+        """Submit (the raw 202 document); through an outage the same id is sent again. If an earlier try of this
+        very call was accepted but its answer lost, the 409 that follows carries our own invocation (same payload)
+        and is the answer. `delay_s` (0..3600) delays the start (X-Invocation-Delay)."""
         chosen = invocation_id or new_invocation_id()
+        headers = {"X-Invocation-Id": chosen}
+        if delay_s is not None:
+            headers["X-Invocation-Delay"] = f"{delay_s:g}"
         try:
             return self.request("POST", f"/v1/functions/{function}/invocations", json_body=payload, send_json=True,
-                                headers={"X-Invocation-Id": chosen}, resend_when_unreachable=True)
+                                headers=headers, resend_when_unreachable=True)
         except ApiError as exc:
             existing = exc.body.get("invocation") if exc.status == 409 else None
             if exc.tries > 1 and isinstance(existing, dict) and existing.get("payload") == payload:
@@ -162,3 +301,97 @@ class Client:
     def bulk(self, action: str, selection: dict[str, Any]) -> Any:
         """Bulk `stop` or `retry` of every invocation the selection (function, status, prefix, since, until) picks."""
         return self.request("POST", f"/v1/invocations/{action}", json_body=selection, send_json=True)
+
+    # --- the SDK: typed results ---------------------------------------------------------------------------------
+    def invoke(self, function: str, payload: Any = None, *, invocation_id: str | None = None,
+               delay_s: float | None = None) -> Submitted:
+        """Submit an asynchronous invocation; safe to call again with the same `invocation_id` (409 otherwise).
+        Raises NotFoundError for an unknown function, ConflictError for a taken id, ValidationError for bad input."""
+        return Submitted.from_api(self.submit(function, payload, invocation_id=invocation_id, delay_s=delay_s))
+
+    def get(self, function: str, invocation_id: str) -> InvocationInfo:
+        return InvocationInfo.from_api(self.get_invocation(function, invocation_id))
+
+    def list(self, *, function: str | None = None, status: str | builtins.list[str] | None = None,
+             prefix: str | None = None, since: str | None = None, until: str | None = None, limit: int | None = None,
+             cursor: str | None = None) -> Page:
+        """One page of invocations, newest first (see `iter_invocations` for all of them)."""
+        statuses = ",".join(status) if isinstance(status, builtins.list) else status
+        page = self.list_invocations(function=function, status=statuses, prefix=prefix, since=since, until=until,
+                                     limit=limit, cursor=cursor)
+        return Page(items=[InvocationInfo.from_api(i) for i in page["items"]], next_cursor=page["next_cursor"])
+
+    def iter_invocations(self, **filters: Any) -> Iterator[InvocationInfo]:
+        """Every invocation the filters select, page after page."""
+        cursor = None
+        while True:
+            page = self.list(**filters, cursor=cursor)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def log_lines(self, function: str, invocation_id: str, *, attempt: int | None = None
+                  ) -> builtins.list[LogLine]:
+        return [LogLine(at=line["at"], attempt=line["attempt"], level=line["level"], message=line["message"])
+                for line in self.logs(function, invocation_id, attempt=attempt)["items"]]
+
+    def stop_invocation(self, function: str, invocation_id: str) -> InvocationInfo:
+        """Durable stop; ConflictError once it has ended."""
+        return InvocationInfo.from_api(self.stop(function, invocation_id))
+
+    def retry_invocation(self, function: str, invocation_id: str, *, include_succeeded: bool = False
+                         ) -> InvocationInfo:
+        """Re-run an ended invocation under the same id; ConflictError while it is still live."""
+        return InvocationInfo.from_api(self.retry(function, invocation_id, include_succeeded=include_succeeded))
+
+    def wait(self, function: str, invocation_id: str, *, timeout_s: float | None = None, poll_s: float = 0.3,
+             progress: Callable[[InvocationInfo], None] | None = None) -> InvocationInfo:
+        """Poll until the invocation ends and return it; `progress` is called with every change seen (status,
+        percent or message). Raises WaitTimeout after `timeout_s`."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        seen: tuple[Any, ...] | None = None
+        while True:
+            info = self.get(function, invocation_id)
+            now_seen = (info.status, info.progress_percent, info.progress_message, info.attempts)
+            if progress is not None and now_seen != seen:
+                progress(info)
+            seen = now_seen
+            if info.ended:
+                return info
+            if deadline is not None and time.monotonic() + poll_s > deadline:
+                raise WaitTimeout(f"{function}/{invocation_id} is still {info.status} after {timeout_s:g}s", info)
+            time.sleep(poll_s)
+
+    def replay(self, dead_letter_id: int | None = None, *, payload: Any = None, force: bool = False,
+               **selection: Any) -> ReplayResult:
+        """Replay one dead letter (optionally with an edited `payload`), or, without an id, many by `function`,
+        `condition`, `since`, `until`, `limit` or external `records`. A second replay of one failure is a
+        ConflictError (one) or reported as a duplicate (many) unless `force`."""
+        if dead_letter_id is not None:
+            if selection:
+                raise ValueError("give a dead-letter id or a selection, not both")
+            body: dict[str, Any] = {"force": force}
+            if payload is not None:
+                body["payload"] = payload
+            raw = self.request("POST", f"/v1/dead-letters/{int(dead_letter_id)}/replay", json_body=body,
+                               send_json=True)
+            return ReplayResult(submitted=Submitted.from_api(raw), outcomes=[], raw=raw)
+        raw = self.request("POST", "/v1/dead-letters/replay", json_body={**selection, "force": force},
+                           send_json=True)
+        return ReplayResult(submitted=None, outcomes=builtins.list(raw.get("items", [])), raw=raw)
+
+    def dead_letters(self, **filters: Any) -> Any:
+        return self.request("GET", "/v1/dead-letters", params=filters)
+
+    def put_trigger(self, name: str, config: dict[str, Any]) -> Any:
+        return self.request("PUT", f"/v1/triggers/{name}", json_body=config, send_json=True)
+
+    def get_trigger(self, name: str) -> Any:
+        return self.request("GET", f"/v1/triggers/{name}")
+
+    def list_triggers(self) -> Any:
+        return self.request("GET", "/v1/triggers")["items"]
+
+    def delete_trigger(self, name: str) -> None:
+        self.request("DELETE", f"/v1/triggers/{name}")

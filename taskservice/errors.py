@@ -57,6 +57,15 @@ class InvalidReplayRequest(RequestError):
     http_status = 422
 
 
+class InvalidDelay(RequestError):
+    code = "InvalidDelay"
+
+
+class InvalidStorageEvent(RequestError):
+    code = "InvalidStorageEvent"
+    http_status = 422
+
+
 class UnsupportedMediaType(RequestError):
     code = "UnsupportedMediaType"
     http_status = 415

@@ -9,15 +9,36 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Connection
+
+from taskservice.clock import utcnow
 from taskservice.dispatch import Dispatcher
-from taskservice.errors import DispatchError, MalformedJSON, PayloadTooLarge
+from taskservice.errors import DispatchError, InvalidDelay, MalformedJSON, PayloadTooLarge
 from taskservice.ledger import Ledger
 from taskservice.ledger.records import Invocation
 from taskservice.specs import check_function_name, check_invocation_id
 
 log = logging.getLogger(__name__)
+#: The longest delay a submission may ask for (Function Compute's x-fc-async-delay allows up to an hour).
+MAX_DELAY_S = 3600
+
+
+def check_delay(value: object, *, what: str = "X-Invocation-Delay") -> float:
+    """A delay in seconds, 0..MAX_DELAY_S; a string (a header) is parsed. Refused before anything is written."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise InvalidDelay(f"{what} must be a number of seconds between 0 and {MAX_DELAY_S}, "
+                               f"not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_DELAY_S \
+            or value != value:
+        raise InvalidDelay(f"{what} must be a number of seconds between 0 and {MAX_DELAY_S}, not {value!r}")
+    return float(value)
 
 
 def new_invocation_id() -> str:
@@ -53,17 +74,22 @@ class Submitter:
         self.max_payload_bytes = max_payload_bytes
 
     def submit(self, function: str, payload: Any, *, invocation_id: str | None = None,
-               replay_of: str | None = None, parent_pk: int | None = None) -> Invocation:
+               replay_of: str | None = None, parent_pk: int | None = None, delay_s: float = 0.0,
+               also: Callable[[Connection, int], None] | None = None) -> Invocation:
         """Record and dispatch one invocation. Raises DuplicateInvocation (409) when the id is taken.
         `replay_of` links a replay to the request id of the failure it re-runs; `parent_pk` a fan-out child to the
-        invocation that submitted it."""
+        invocation that submitted it. `delay_s` (0..3600) delays the start: the ledger row carries not_before (so
+        a doorbell that comes early, or a re-ring by the reaper, cannot start it sooner) and the doorbell is
+        published with the same countdown. `also(conn, pk)` adds rows to the insert's transaction."""
         check_function_name(function)
         invocation_id = new_invocation_id() if invocation_id is None else check_invocation_id(invocation_id)
+        delay_s = check_delay(delay_s, what="delay")
         text = encode_payload(payload, self.max_payload_bytes)
+        not_before = utcnow() + timedelta(seconds=delay_s) if delay_s > 0 else None
         invocation = self.ledger.create_invocation(function, invocation_id, str(uuid.uuid4()), text,
                                                    replay_of=replay_of, parent_pk=parent_pk,
-                                                   queue=self.dispatcher.queue)
-        self.ring(invocation.pk)
+                                                   queue=self.dispatcher.queue, not_before=not_before, also=also)
+        self.ring(invocation.pk, delay_s=delay_s)
         return invocation
 
     def ring(self, pk: int, *, delay_s: float = 0.0) -> bool:

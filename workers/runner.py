@@ -134,13 +134,17 @@ class Runner:
         if invocation.status.value in ("Enqueued", "Retrying"):
             # Too early (backoff) or at the function's concurrency limit: ring again later, keep the status. The
             # deferral is written first so that the reaper never sees a due invocation whose doorbell is in flight.
+            # A delayed invocation whose doorbell came early keeps its own start time (never moved earlier).
+            delay_s = 1.0
+            if invocation.not_before is not None:
+                delay_s = max(delay_s, (invocation.not_before - utcnow()).total_seconds())
             try:
-                _patiently(lambda: self.ledger.defer(invocation.pk, 1.0), CLAIM_PATIENCE_S,
+                _patiently(lambda: self.ledger.defer(invocation.pk, delay_s), CLAIM_PATIENCE_S,
                            f"deferral of invocation {invocation.pk}")
             except LedgerUnreachable:
                 self._ring_later(invocation.pk)
                 return "ledger-unreachable"
-            self.submitter.ring(invocation.pk, delay_s=1.0)
+            self.submitter.ring(invocation.pk, delay_s=delay_s)
             return "deferred"
         return invocation.status.value.lower()
 

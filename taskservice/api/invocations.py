@@ -12,6 +12,7 @@ from taskservice.api.views import (
     family_view,
     invocation_view,
     log_view,
+    starts_at,
     submitted_view,
     transition_view,
 )
@@ -19,6 +20,7 @@ from taskservice.control import BULK_LIMIT
 from taskservice.errors import InvalidQuery
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.specs import check_function_name, check_invocation_id
+from taskservice.submission import check_delay
 
 invocations_api = Blueprint("invocations", __name__, url_prefix="/v1")
 
@@ -30,9 +32,14 @@ def submit(name: str) -> tuple[Response, int]:
     invocation_id = request.headers.get("X-Invocation-Id")
     if invocation_id is not None:
         check_invocation_id(invocation_id)
+    delay = request.headers.get("X-Invocation-Delay")
+    delay_s = 0.0 if delay is None else check_delay(delay)
     payload = json_body(request, max_bytes=services.settings.max_payload_bytes, allow_empty=True)
-    invocation = services.submitter.submit(name, payload, invocation_id=invocation_id)
-    response = jsonify(submitted_view(invocation))
+    invocation = services.submitter.submit(name, payload, invocation_id=invocation_id, delay_s=delay_s)
+    view = submitted_view(invocation)
+    if delay_s > 0:
+        view["startsAt"] = starts_at(invocation)
+    response = jsonify(view)
     response.headers["Location"] = f"/v1/functions/{name}/invocations/{invocation.invocation_id}"
     return response, 202
 

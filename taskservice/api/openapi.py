@@ -118,7 +118,10 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
             "summary": "Submit an asynchronous invocation",
             "description": f"The body is the payload: any JSON up to {max_payload_bytes} bytes (empty = null).",
             "parameters": [{"name": "X-Invocation-Id", "in": "header", "required": False,
-                            "schema": {"type": "string", "pattern": INVOCATION_ID.pattern}}],
+                            "schema": {"type": "string", "pattern": INVOCATION_ID.pattern}},
+                           {"name": "X-Invocation-Delay", "in": "header", "required": False,
+                            "description": "seconds before it may start (Function Compute's x-fc-async-delay)",
+                            "schema": {"type": "number", "minimum": 0, "maximum": 3600}}],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}},
             "responses": {"202": _json(_ref("Submitted"), "accepted"), **_errors(400, 404, 409, 413, 415)}}},
         "/v1/functions/{name}/invocations/{invocation_id}": {"parameters": [_NAME, _ID], "get": {

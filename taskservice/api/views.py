@@ -32,6 +32,13 @@ def submitted_view(inv: Invocation) -> dict[str, Any]:
             "status": inv.status.value}
 
 
+def starts_at(inv: Invocation) -> str | None:
+    """When a delayed invocation that has not started yet may start (None once it ran or when not delayed)."""
+    if inv.not_before is not None and inv.attempts == 0 and inv.status.value == "Enqueued":
+        return iso(inv.not_before)
+    return None
+
+
 def invocation_view(inv: Invocation, *, payload: bool = True) -> dict[str, Any]:
     view = {
         **submitted_view(inv),
@@ -50,6 +57,7 @@ def invocation_view(inv: Invocation, *, payload: bool = True) -> dict[str, Any]:
         "heartbeatAt": iso(inv.heartbeat_at),
         "leaseExpiresAt": iso(inv.lease_expires_at),
         "nextAttemptAt": iso(inv.not_before),
+        "startsAt": starts_at(inv),
         "logLines": inv.log_lines,
         "replayOf": inv.replay_of,
     }

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from taskservice.cli.output import (
     print_table,
     status_text,
 )
-from taskservice.client import Client
+from taskservice.client import Client, InvocationInfo, Submitted
 from taskservice.statuses import TERMINAL
 
 
@@ -84,11 +83,13 @@ def delete_function(ctx: click.Context, name: str) -> None:
 @click.option("--event-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Payload from a JSON file.")
 @click.option("--invocation-id", default=None, help="Caller-chosen id; a second submission with it gets 409.")
+@click.option("--delay", "delay_s", type=float, default=None,
+              help="Seconds (0..3600) before it may start (X-Invocation-Delay).")
 @click.option("--wait", is_flag=True, help="Show a progress bar and wait for the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer (and the final invocation) as JSON.")
 @click.pass_context
 def invoke(ctx: click.Context, function: str, event: str | None, event_file: Path | None,
-           invocation_id: str | None, wait: bool, as_json: bool) -> None:
+           invocation_id: str | None, delay_s: float | None, wait: bool, as_json: bool) -> None:
     """Submit an asynchronous invocation of FUNCTION."""
     if event is not None and event_file is not None:
         raise click.UsageError("give either -e/--event or --event-file, not both")
@@ -99,60 +100,56 @@ def invoke(ctx: click.Context, function: str, event: str | None, event_file: Pat
         payload = parse_json_option(event_file.read_text(), "--event-file")
     client = client_of(ctx)
     with api_errors():
-        submitted = client.invoke(function, payload, invocation_id=invocation_id)
+        raw = client.submit(function, payload, invocation_id=invocation_id, delay_s=delay_s)
+    submitted = Submitted.from_api(raw)
     if as_json and not wait:
-        print_json(submitted)
+        print_json(raw)
         return
     if not as_json:
-        click.echo(f"invocation {submitted['invocationId']} of {function}: {status_text(submitted['status'])} "
-                   f"(request {submitted['requestId']})")
+        starts = f", starts at {submitted.starts_at}" if submitted.starts_at else ""
+        click.echo(f"invocation {submitted.invocation_id} of {function}: {status_text(submitted.status)} "
+                   f"(request {submitted.request_id}{starts})")
     if wait:
-        final = _wait(client, function, submitted["invocationId"], quiet=as_json)
+        final = _wait(client, function, submitted.invocation_id, quiet=as_json)
         if as_json:
-            print_json(final)
-        if final["status"] != "Succeeded":
+            print_json(final.raw)
+        if not final.succeeded:
             ctx.exit(1)
 
 
-def _follow(client: Client, function: str, invocation_id: str, poll_s: float) -> Iterator[Any]:
-    """Yield the invocation on every poll, the last time in a terminal status."""
-    while True:
-        inv = client.get_invocation(function, invocation_id)
-        yield inv
-        if inv["status"] in TERMINAL:
-            return
-        time.sleep(poll_s)
+def _percent(inv: InvocationInfo) -> int:
+    return 100 if inv.succeeded else int(inv.progress_percent or 0)
 
 
-def _percent(inv: Any) -> int:
-    return 100 if inv["status"] == "Succeeded" else int(inv["progress"]["percent"] or 0)
-
-
-def _wait(client: Client, function: str, invocation_id: str, *, quiet: bool, poll_s: float = 0.3) -> Any:
-    """Poll until the invocation ends: a live bar on a terminal, one line per change otherwise (CI logs, pipes)."""
-    inv: Any = None
+def _wait(client: Client, function: str, invocation_id: str, *, quiet: bool, poll_s: float = 0.3) -> InvocationInfo:
+    """Wait through the SDK's `wait`: a live bar on a terminal, one line per change otherwise (CI logs, pipes)."""
     with api_errors():
         if quiet:
-            *_, inv = _follow(client, function, invocation_id, poll_s)
-            return inv
+            return client.wait(function, invocation_id, poll_s=poll_s)
         if sys.stdout.isatty():
             with click.progressbar(length=100, show_percent=True, label="Enqueued") as bar:
-                for inv in _follow(client, function, invocation_id, poll_s):
-                    bar.label = f"{inv['status']:<9} {(inv['progress']['message'] or '')[:40]}"
+                def on_bar(inv: InvocationInfo) -> None:
+                    bar.label = f"{inv.status:<9} {(inv.progress_message or '')[:40]}"
                     bar.update(max(0, _percent(inv) - bar.pos))
+
+                inv = client.wait(function, invocation_id, poll_s=poll_s, progress=on_bar)
         else:
             last_line = ""
-            for inv in _follow(client, function, invocation_id, poll_s):
-                line = f"{inv['status']:<9} {_percent(inv):3d}%  {(inv['progress']['message'] or '')[:40]}".rstrip()
+
+            def on_line(inv: InvocationInfo) -> None:
+                nonlocal last_line
+                line = f"{inv.status:<9} {_percent(inv):3d}%  {(inv.progress_message or '')[:40]}".rstrip()
                 if line != last_line:
                     click.echo(line)
                     last_line = line
-    click.echo(f"{status_text(inv['status'])} after {inv['attempts']} attempt(s)")
-    if inv["status"] == "Succeeded":
-        print_json(inv["result"])
+
+            inv = client.wait(function, invocation_id, poll_s=poll_s, progress=on_line)
+    click.echo(f"{status_text(inv.status)} after {inv.attempts} attempt(s)")
+    if inv.succeeded:
+        print_json(inv.result)
     else:
-        first_line = (inv["error"] or "").splitlines()[0] if inv["error"] else ""
-        click.echo(f"{inv['errorType'] or 'Error'}: {first_line}", err=True)
+        first_line = inv.error.splitlines()[0] if inv.error else ""
+        click.echo(f"{inv.error_type or 'Error'}: {first_line}", err=True)
     return inv
 
 

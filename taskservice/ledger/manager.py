@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,10 +71,13 @@ class Ledger(LedgerQueries):
     # --- submission -----------------------------------------------------------------------------------------------
     def create_invocation(self, function: str, invocation_id: str, request_id: str, payload: str, *,
                           replay_of: str | None = None, parent_pk: int | None = None,
-                          queue: str | None = None) -> Invocation:
+                          queue: str | None = None, not_before: datetime | None = None,
+                          also: Callable[[Connection, int], None] | None = None) -> Invocation:
         """Insert a new Enqueued invocation; the unique (function, invocation_id) index decides duplicates.
         `replay_of` is the request id of the failure this invocation replays, if it is one; `parent_pk` the
-        invocation that fanned it out; `queue` the broker queue its doorbells go to."""
+        invocation that fanned it out; `queue` the broker queue its doorbells go to; `not_before` the earliest
+        start of a delayed invocation (its claim waits until then). `also(conn, pk)` writes rows that must commit
+        with the invocation or not at all (a queue trigger's message ids)."""
         now = utcnow()
         try:
             with self.engine.begin() as conn:
@@ -83,10 +86,13 @@ class Ledger(LedgerQueries):
                     "function": function, "invocation_id": invocation_id, "request_id": request_id,
                     "status": Status.ENQUEUED, "payload": payload, "attempts": 0, "log_lines": 0, "created_at": now,
                     "updated_at": now, "dispatched_at": now, "replay_of": replay_of,
-                    "parent_pk": parent_pk, "retry_base": 0, "queue": queue}).scalar_one()
+                    "parent_pk": parent_pk, "retry_base": 0, "queue": queue,
+                    "not_before": not_before}).scalar_one()
                 conn.execute(_INSERT_TRANSITION, {"invocation_pk": pk, "from_status": None,
                                                   "to_status": Status.ENQUEUED, "attempt": 0, "reason": "submitted",
                                                   "at": now})
+                if also is not None:
+                    also(conn, pk)
         except IntegrityError:
             existing = self.find_invocation(function, invocation_id)
             if existing is None:  # the unique index fired on something else: not a duplicate, re-raise
@@ -97,7 +103,7 @@ class Ledger(LedgerQueries):
         return Invocation(pk=pk, function=function, invocation_id=invocation_id, request_id=request_id,
                           status=Status.ENQUEUED, payload=payload, result=None, error=None, error_type=None,
                           condition=None, attempts=0, created_at=now, started_at=None, finished_at=None,
-                          not_before=None, lease_expires_at=None, heartbeat_at=None, worker=None,
+                          not_before=not_before, lease_expires_at=None, heartbeat_at=None, worker=None,
                           progress_percent=None, progress_message=None, log_lines=0, replay_of=replay_of,
                           parent_pk=parent_pk)
 
