@@ -124,6 +124,7 @@ class TriggerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["kafka"] = "kafka"
     function: Annotated[str, Field(pattern=FUNCTION_NAME.pattern, description="the function each batch invokes")]
     topics: Annotated[list[Annotated[str, Field(pattern=TOPIC.pattern)]], Field(min_length=1, max_length=20)]
     consumer_group: Annotated[str | None, Field(pattern=CONSUMER_GROUP.pattern,

@@ -5,11 +5,13 @@ import json
 from datetime import datetime
 from typing import Any
 
+from taskservice.clock import utcnow
 from taskservice.control import BulkResult
 from taskservice.ledger.outbox import Delivery
 from taskservice.ledger.queries import LedgerQueries
 from taskservice.ledger.records import DeadLetter, Function, Invocation, LogLine, Transition
 from taskservice.ledger.triggers import Trigger
+from taskservice.trigger_specs import TimerConfig
 
 
 def iso(value: datetime | None) -> str | None:
@@ -100,10 +102,24 @@ def log_view(line: LogLine) -> dict[str, Any]:
 
 
 def trigger_view(t: Trigger) -> dict[str, Any]:
+    if t.kind != "kafka":
+        return _event_trigger_view(t)
     partitions = [{"topic": key.rsplit(":", 1)[0], "partition": int(key.rsplit(":", 1)[1]), **value}
                   for key, value in sorted(t.lag.items())]
     return {"name": t.name, "function": t.function, "topics": t.topics, "consumer_group": t.consumer_group,
             "batch_size": t.batch_size, "batching_window_s": t.batching_window_s,
             "starting_position": t.starting_position, "enabled": t.enabled, "description": t.description,
             "lag": {"total": t.total_lag, "partitions": partitions}, "createdAt": iso(t.created_at),
+            "updatedAt": iso(t.updated_at), "kind": "kafka"}
+
+
+def _event_trigger_view(t: Trigger) -> dict[str, Any]:
+    """A timer, storage or queue trigger: its settings and what its process last reported (`status`)."""
+    status = dict(t.state)
+    if t.kind == "timer" and t.enabled:
+        spec = t.spec()
+        assert isinstance(spec, TimerConfig)
+        status["nextFireTime"] = iso(spec.schedule.next_after(utcnow()))
+    return {"name": t.name, "kind": t.kind, "function": t.function, **t.config, "enabled": t.enabled,
+            "description": t.description, "status": status, "createdAt": iso(t.created_at),
             "updatedAt": iso(t.updated_at)}

@@ -11,7 +11,7 @@ from taskservice.cli.destination_commands import destinations, dlq
 from taskservice.cli.media_commands import deploy_media
 from taskservice.cli.server_commands import api, dev, migrate, relay, worker
 from taskservice.cli.token_commands import tokens
-from taskservice.cli.trigger_commands import ingest, triggers
+from taskservice.cli.trigger_commands import ingest, scheduler, triggers
 from taskservice.client import DEFAULT_API_URL
 
 
@@ -32,7 +32,7 @@ def cli(ctx: click.Context, api_url: str) -> None:
 
 
 for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, destinations, dlq, ingest, triggers,
-                tokens):
+                tokens, scheduler):
     cli.add_command(command)
 tasks.add_command(stop)
 tasks.add_command(retry)

@@ -132,7 +132,7 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool, v
     loglevel = ["--loglevel", "INFO" if verbose else "WARNING"]
     ready_dir = Path(tempfile.mkdtemp(prefix="taskservice-dev-"))
     commands = {"worker": ["worker", "--concurrency", str(concurrency), *([] if verbose else ["--quiet"])],
-                "relay": ["relay"]}
+                "relay": ["relay"], "scheduler": ["scheduler"], "consumer": ["consume"]}
     if settings.kafka_bootstrap:  # Kafka triggers run only where a broker is configured
         commands["ingest"] = ["ingest"]
     children = {name: _child([*me, *command, *loglevel, "--ready-file", str(ready_dir / name)], env)
@@ -155,6 +155,8 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool, v
                    + (f" in {settings.embedded_broker_dir}" if embedded else ""))
         click.echo(f"  workers   {concurrency} handler process(es), pid {children['worker'].pid}")
         click.echo(f"  relay     delivering destination records, pid {children['relay'].pid}")
+        click.echo(f"  events    timer scheduler pid {children['scheduler'].pid}, queue triggers pid "
+                   f"{children['consumer'].pid}")
         if "ingest" in children:
             click.echo(f"  ingest    Kafka triggers from {settings.kafka_bootstrap}, pid {children['ingest'].pid}")
         click.echo(f"  console   {base}/")

@@ -171,7 +171,7 @@ class Ingestor:
                 self._stop_one(name)
 
     def refresh(self) -> None:
-        wanted = {t.name: t for t in self.services.triggers.list(enabled_only=True)
+        wanted = {t.name: t for t in self.services.triggers.list(enabled_only=True, kind="kafka")
                   if not self.only or t.name in self.only}
         for name, (consumer, thread) in list(self._running.items()):
             changed = name in wanted and wanted[name].updated_at != consumer.trigger.updated_at

@@ -203,7 +203,9 @@ class DeadLetterRow(Base):
 
 
 class TriggerRow(Base):
-    """A Kafka trigger (event source mapping): which topics feed which function, and how records are batched."""
+    """A trigger: which events invoke which function. `kind` kafka uses the topic columns; timer, storage and queue
+    keep their own settings as JSON in `config`, and what their processes last did (next tick, last event,
+    backlog) in `state`."""
 
     __tablename__ = "triggers"
 
@@ -219,6 +221,21 @@ class TriggerRow(Base):
     lag: Mapped[str | None] = mapped_column(Text)  # JSON, written by the ingest processes every few seconds
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(16), server_default="kafka")
+    config: Mapped[str | None] = mapped_column(Text)  # JSON: the kind's own settings (not kafka)
+    state: Mapped[str | None] = mapped_column(Text)  # JSON: written by the scheduler, consumer, storage events
+
+
+class QueueMessageRow(Base):
+    """The messages of a queue trigger already in the ledger, written in the transaction of their batch's
+    invocation: a message redelivered after a consumer crash is found here and acknowledged, never invoked
+    twice. Goes with its invocation (retention)."""
+
+    __tablename__ = "queue_messages"
+
+    trigger: Mapped[str] = mapped_column(String(64), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    invocation_pk: Mapped[int] = mapped_column(BigId, ForeignKey("invocations.id", ondelete="CASCADE"), index=True)
 
 
 class ApiTokenRow(Base):
@@ -244,3 +261,4 @@ DELIVERIES = cast(Table, DeliveryRow.__table__)
 DEAD_LETTERS = cast(Table, DeadLetterRow.__table__)
 TRIGGERS = cast(Table, TriggerRow.__table__)
 API_TOKENS = cast(Table, ApiTokenRow.__table__)
+QUEUE_MESSAGES = cast(Table, QueueMessageRow.__table__)

@@ -16,13 +16,14 @@ LAYERS: list[set[str]] = [
     {"version", "errors", "clock", "backoff", "statuses", "lifetime"},
     {"client"},  # the HTTP client (SDK): talks to the API, never to the ledger
     {"storage", "kafka", "specs"},
+    {"trigger_specs"},  # trigger kinds, schedules and event ids: shared by API, scheduler and storage events
     {"config", "db", "embedded_broker"},
     {"broker"},
     {"ledger", "dispatch"},
     {"submission", "destinations"},
-    {"control", "replay", "relay", "migrate"},
+    {"control", "replay", "relay", "migrate", "storage_events"},
     {"services"},
-    {"api", "ingest", "workers"},
+    {"api", "ingest", "workers", "scheduler", "queue_trigger"},
     {"console"},
     {"app"},
     {"cli"},
