@@ -20,6 +20,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown, w
 from taskservice.config import Settings
 from taskservice.dispatch import Dispatcher, make_celery
 from taskservice.services import Services
+from taskservice.storage.events import ObjectEvent
 from workers.reaper import Reaper
 from workers.runner import Runner
 from workers.tasks import register_tasks
@@ -56,8 +57,13 @@ class WorkerProcess:
                                   worker_id=f"{socket.gethostname()}:{os.getpid()}", lease_s=s.lease_s,
                                   heartbeat_s=s.heartbeat_s, retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
                                   storage_url=s.resolved_storage_url, storage_endpoints=s.storage_endpoints,
-                                  draining=self.drain_time_is_up)
+                                  draining=self.drain_time_is_up, storage_events=self._publish_storage_events)
         return self._runner
+
+    def _publish_storage_events(self, events: list[ObjectEvent]) -> int:
+        from taskservice.storage_events import StorageEvents
+
+        return len(StorageEvents(self.services.triggers, self.services.submitter).publish(events).submitted)
 
     def drain_time_is_up(self) -> bool:
         deadline = self._drain_at.value

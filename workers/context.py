@@ -15,6 +15,7 @@ from taskservice.statuses import TERMINAL
 
 if TYPE_CHECKING:
     from taskservice.storage import Storage
+    from taskservice.storage.events import ObjectEvent
 
 
 
@@ -148,11 +149,20 @@ class Context:
         """The service's object storage (TASKSERVICE_STORAGE_URL), opened in this process on first use."""
         if self._storage is None:
             from taskservice.storage import open_storage
+            from taskservice.storage.events import NotifyingStorage
 
             if not self._storage_url:
                 raise RuntimeError("this worker has no object storage configured")
-            self._storage = open_storage(self._storage_url)
+            # Objects the handler writes fire storage triggers, as uploads reported by MinIO do.
+            self._storage = NotifyingStorage(open_storage(self._storage_url), self._report_storage_events)
         return self._storage
+
+    def _report_storage_events(self, events: list[ObjectEvent]) -> None:
+        reply = self._channel.call({"t": "storage_events", "events": [
+            {"event_name": e.event_name, "bucket": e.bucket, "key": e.key, "size": e.size, "etag": e.etag,
+             "sequencer": e.sequencer, "time": e.time.isoformat()} for e in events]})
+        if "error" in reply:
+            raise SubmissionRefused(reply["error"]["code"], reply["error"]["message"])
 
     def storage_at(self, endpoint: str) -> Storage:
         """Another object storage this worker is configured for (TASKSERVICE_STORAGE_ENDPOINTS), by name: events name

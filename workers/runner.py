@@ -14,6 +14,7 @@ from taskservice.db import is_outage
 from taskservice.errors import TaskServiceError
 from taskservice.ledger import Ledger, Status
 from taskservice.ledger.records import Claim, Invocation
+from taskservice.storage.events import ObjectEvent
 from taskservice.submission import Submitter
 from workers.lease import AttemptLease
 from workers.sandbox import Job, Outcome, kill_tree, preload_module, run_isolated
@@ -55,6 +56,19 @@ class _AttemptHooks:
         return {"invocationId": child.invocation_id, "requestId": child.request_id, "function": child.function,
                 "status": child.status.value}
 
+    def on_storage_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """The handler wrote or removed objects through context.storage: fire the storage triggers watching them."""
+        if self.runner.storage_events is None:
+            return {"submitted": 0}
+        try:
+            published = self.runner.storage_events([ObjectEvent(**{**e, "time": datetime.fromisoformat(e["time"])})
+                                                    for e in events])
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return _LEDGER_AWAY
+        return {"submitted": published}
+
     def on_children(self, children: list[list[str]]) -> dict[str, Any]:
         """Statuses of this invocation's own children (a parent waiting for its fan-out polls this)."""
         items = []
@@ -88,7 +102,8 @@ class Runner:
     def __init__(self, ledger: Ledger, submitter: Submitter, *, worker_id: str,
                  lease_s: float, heartbeat_s: float, retry_base_s: float, retry_max_s: float,
                  storage_url: str = "", storage_endpoints: str = "",
-                 draining: Callable[[], bool] = lambda: False) -> None:
+                 draining: Callable[[], bool] = lambda: False,
+                 storage_events: Callable[[list[ObjectEvent]], int] | None = None) -> None:
         self.ledger = ledger
         self.submitter = submitter
         self.worker_id = worker_id
@@ -99,6 +114,7 @@ class Runner:
         self.storage_url = storage_url  # handed to each attempt, which opens its own storage client
         self.storage_endpoints = storage_endpoints
         self.draining = draining  # true once the worker's drain time is up: running attempts are handed back
+        self.storage_events = storage_events  # fires storage triggers for objects handlers write
 
     def run(self, pk: int) -> str:
         """Handle one doorbell; returns a word saying what happened (for the worker log and tests)."""

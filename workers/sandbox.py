@@ -56,6 +56,8 @@ class Hooks(Protocol):
     def on_progress(self, percent: float, message: str) -> None: ...
     def on_submit(self, function: str, payload: Any, invocation_id: str | None) -> dict[str, Any]: ...
     def on_children(self, children: list[list[str]]) -> dict[str, Any]: ...
+    def on_storage_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Objects the handler wrote or removed through context.storage (they may fire storage triggers)."""
     def on_tick(self) -> str | None:
         """Called every tick; returns "stop", "abandon" or "handback" to end the attempt early. Must not block."""
 
@@ -223,6 +225,9 @@ class _Supervision:
             os.write(self.reply_w, (json.dumps(reply) + "\n").encode())
         elif kind == "children":
             reply = self.hooks.on_children(message["children"])
+            os.write(self.reply_w, (json.dumps(reply, default=str) + "\n").encode())
+        elif kind == "storage_events":
+            reply = self.hooks.on_storage_events(message["events"])
             os.write(self.reply_w, (json.dumps(reply, default=str) + "\n").encode())
         elif kind == "result":
             self.final = Outcome("succeeded", result=message["value"])

@@ -10,6 +10,7 @@ from taskservice.api.functions import functions_api
 from taskservice.api.health import health_api
 from taskservice.api.invocations import invocations_api
 from taskservice.api.metrics import metrics_api
+from taskservice.api.storage_events import storage_events_api
 from taskservice.api.triggers import triggers_api
 
 
@@ -21,4 +22,5 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(metrics_api)
     app.register_blueprint(dead_letters_api)
     app.register_blueprint(triggers_api)
+    app.register_blueprint(storage_events_api)
     register_error_handlers(app)

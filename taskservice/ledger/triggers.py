@@ -138,19 +138,18 @@ class TriggerStore:
             return bool(conn.execute(update(TRIGGERS).where(TRIGGERS.c.name == name, where)
                                      .values(state=json.dumps(state, sort_keys=True))).rowcount)
 
-    def bump_state(self, name: str, **changes: Any) -> None:
-        """Merge counters (ints are added) and values into the state, under a row lock: for event counts that
-        several API processes record at once."""
+    def bump_state(self, name: str, *, add: dict[str, int] | None = None, values: dict[str, Any] | None = None
+                   ) -> None:
+        """Add to counters (`add`) and set values (`values`) in the state, under a row lock: for what several API
+        or consumer processes record at once."""
         with self.engine.begin() as conn:
             row = conn.execute(select(TRIGGERS.c.state).where(TRIGGERS.c.name == name).with_for_update()).first()
             if row is None:
                 return
             state: dict[str, Any] = json.loads(row.state) if row.state else {}
-            for key, value in changes.items():
-                if isinstance(value, int) and not isinstance(value, bool):
-                    state[key] = int(state.get(key, 0)) + value
-                else:
-                    state[key] = value
+            for key, amount in (add or {}).items():
+                state[key] = int(state.get(key, 0)) + amount
+            state.update(values or {})
             conn.execute(update(TRIGGERS).where(TRIGGERS.c.name == name)
                          .values(state=json.dumps(state, sort_keys=True)))
 

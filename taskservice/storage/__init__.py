@@ -75,6 +75,7 @@ class ObjectInfo:
     bucket: str
     key: str
     size: int
+    etag: str = ""  # when the backend says (S3's ETag, the local store's MD5): storage events de-duplicate by it
 
 
 class Storage(ABC):

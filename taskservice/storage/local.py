@@ -5,6 +5,7 @@ and a retried upload simply replaces the first one, as on S3.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -30,20 +31,23 @@ class LocalStorage(Storage):
             raise ObjectNotFound(f"object {bucket}/{key} does not exist")
         return path
 
-    def _write_atomically(self, target: Path, chunks: Iterator[bytes]) -> int:
+    def _write_atomically(self, target: Path, chunks: Iterator[bytes]) -> tuple[int, str]:
+        """Write the chunks under a temporary name, then rename: (size, MD5 hex, S3's ETag of a single part)."""
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
         size = 0
+        digest = hashlib.md5(usedforsecurity=False)
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
                     out.write(chunk)
+                    digest.update(chunk)
                     size += len(chunk)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return size
+        return size, digest.hexdigest()
 
     def ensure_bucket(self, bucket: str) -> None:
         (self.root / check_bucket(bucket)).mkdir(parents=True, exist_ok=True)
@@ -65,7 +69,8 @@ class LocalStorage(Storage):
                     yield chunk
 
         self.ensure_bucket(bucket)
-        return ObjectInfo(bucket, key, self._write_atomically(self._path(bucket, key), chunks()))
+        size, etag = self._write_atomically(self._path(bucket, key), chunks())
+        return ObjectInfo(bucket, key, size, etag)
 
     def read_range(self, bucket: str, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         path = self._existing(bucket, key)
@@ -79,16 +84,17 @@ class LocalStorage(Storage):
     def copy_range(self, bucket: str, key: str, offset: int, length: int, dst_bucket: str, dst_key: str
                    ) -> ObjectInfo:
         self.ensure_bucket(dst_bucket)
-        size = self._write_atomically(self._path(dst_bucket, dst_key), self.read_range(bucket, key, offset, length))
-        return ObjectInfo(dst_bucket, dst_key, size)
+        size, etag = self._write_atomically(self._path(dst_bucket, dst_key),
+                                            self.read_range(bucket, key, offset, length))
+        return ObjectInfo(dst_bucket, dst_key, size, etag)
 
     def write_stream(self, bucket: str, key: str, chunks: Iterator[bytes], length: int) -> ObjectInfo:
         self.ensure_bucket(bucket)
-        size = self._write_atomically(self._path(bucket, key), chunks)
+        size, etag = self._write_atomically(self._path(bucket, key), chunks)
         if size != length:
             self.remove(bucket, [key])
             raise StorageError(f"expected {length} bytes for {bucket}/{key}, the source gave {size}")
-        return ObjectInfo(bucket, key, size)
+        return ObjectInfo(bucket, key, size, etag)
 
     def compose(self, bucket: str, key: str, sources: list[ObjectInfo]) -> ObjectInfo:
         def chunks() -> Iterator[bytes]:
@@ -96,7 +102,8 @@ class LocalStorage(Storage):
                 yield from self.read_range(source.bucket, source.key)
 
         self.ensure_bucket(bucket)
-        return ObjectInfo(bucket, key, self._write_atomically(self._path(bucket, key), chunks()))
+        size, etag = self._write_atomically(self._path(bucket, key), chunks())
+        return ObjectInfo(bucket, key, size, etag)
 
     def remove(self, bucket: str, keys: list[str]) -> None:
         for key in keys:

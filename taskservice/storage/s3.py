@@ -89,7 +89,7 @@ class S3Storage(Storage):
             stat = self.client.stat_object(check_bucket(bucket), check_key(key))
         except S3Error as exc:
             raise _translated(exc, f"object {bucket}/{key}") from exc
-        return ObjectInfo(bucket, key, int(stat.size or 0))
+        return ObjectInfo(bucket, key, int(stat.size or 0), (stat.etag or "").strip('"'))
 
     def download(self, bucket: str, key: str, path: Path) -> ObjectInfo:
         try:
@@ -101,11 +101,11 @@ class S3Storage(Storage):
     def upload(self, bucket: str, key: str, path: Path, *, content_type: str = "application/octet-stream"
                ) -> ObjectInfo:
         try:
-            self.client.fput_object(check_bucket(bucket), check_key(key), str(path), content_type=content_type,
-                                    part_size=PART_SIZE)
+            result = self.client.fput_object(check_bucket(bucket), check_key(key), str(path),
+                                             content_type=content_type, part_size=PART_SIZE)
         except S3Error as exc:
             raise _translated(exc, f"upload to {bucket}/{key}") from exc
-        return ObjectInfo(bucket, key, path.stat().st_size)
+        return ObjectInfo(bucket, key, path.stat().st_size, (result.etag or "").strip('"'))
 
     def read_range(self, bucket: str, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         try:
@@ -139,11 +139,11 @@ class S3Storage(Storage):
 
     def write_stream(self, bucket: str, key: str, chunks: Iterator[bytes], length: int) -> ObjectInfo:
         try:
-            self.client.put_object(check_bucket(bucket), check_key(key), cast(BinaryIO, _ChunkReader(chunks)), length,
-                                   part_size=PART_SIZE, num_parallel_uploads=1)
+            result = self.client.put_object(check_bucket(bucket), check_key(key), cast(BinaryIO, _ChunkReader(chunks)),
+                                            length, part_size=PART_SIZE, num_parallel_uploads=1)
         except S3Error as exc:
             raise _translated(exc, f"upload to {bucket}/{key}") from exc
-        return ObjectInfo(bucket, key, length)
+        return ObjectInfo(bucket, key, length, (result.etag or "").strip('"'))
 
     def compose(self, bucket: str, key: str, sources: list[ObjectInfo]) -> ObjectInfo:
         try:

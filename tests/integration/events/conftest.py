@@ -85,3 +85,25 @@ def start_service(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., Se
     for proc in started:
         with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):
             proc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    """moto's S3 API server (the tests' MinIO), shared with the media suite's way of starting it."""
+    from tests.integration.media.conftest import _moto_server
+
+    yield from _moto_server()
+
+
+@pytest.fixture
+def run_cli(backend: Backend) -> Callable[..., Any]:
+    """Run a `taskservice` command in-process with the backend's settings in its environment."""
+    from click.testing import CliRunner
+
+    from taskservice.cli import cli
+
+    def _run(*args: str, **overrides: Any) -> Any:
+        env = {k: v for k, v in backend.env(**overrides).items() if k.startswith("TASKSERVICE_")}
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    return _run
