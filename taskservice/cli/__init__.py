@@ -9,9 +9,10 @@ from taskservice.cli.client_commands import functions, invoke, tasks
 from taskservice.cli.control_commands import retry, stop
 from taskservice.cli.destination_commands import destinations, dlq
 from taskservice.cli.media_commands import deploy_media
+from taskservice.cli.object_commands import objects
 from taskservice.cli.server_commands import api, dev, migrate, relay, worker
 from taskservice.cli.token_commands import tokens
-from taskservice.cli.trigger_commands import ingest, scheduler, triggers
+from taskservice.cli.trigger_commands import consume, ingest, scheduler, triggers
 from taskservice.client import DEFAULT_API_URL
 
 
@@ -32,7 +33,7 @@ def cli(ctx: click.Context, api_url: str) -> None:
 
 
 for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, destinations, dlq, ingest, triggers,
-                tokens, scheduler):
+                tokens, scheduler, consume, objects):
     cli.add_command(command)
 tasks.add_command(stop)
 tasks.add_command(retry)

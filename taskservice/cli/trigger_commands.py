@@ -201,3 +201,30 @@ def scheduler(loglevel: str, ready_file: Path | None) -> None:
         the_scheduler.stop.set()
     finally:
         services.close()
+
+
+@click.command()
+@click.option("--trigger", "only", multiple=True, help="Run only this queue trigger (repeatable); default: all.")
+@click.option("--loglevel", default="INFO", show_default=True)
+@ready_file_option
+def consume(only: tuple[str, ...], loglevel: str, ready_file: Path | None) -> None:
+    """Consume broker queues for every enabled queue trigger, one invocation per batch, acknowledged after the
+    ledger holds it. Run as many as you like: the broker shares each queue's messages between them."""
+    from taskservice.cli.server_commands import load_settings, require_current_schema
+    from taskservice.queue_trigger import QueueConsumers
+    from taskservice.services import Services
+
+    settings = load_settings()
+    require_current_schema(settings)
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s: %(levelname)s/consume] %(message)s")
+    services = Services.build(settings)
+    consumers = QueueConsumers(services, only=only)
+    signal.signal(signal.SIGTERM, lambda *_: consumers.stop.set())
+    if ready_file is not None:
+        ready_file.touch()
+    try:
+        consumers.run_forever()
+    except KeyboardInterrupt:
+        consumers.stop.set()
+    finally:
+        services.close()

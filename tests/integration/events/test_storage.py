@@ -73,15 +73,16 @@ def test_prefix_suffix_event_and_bucket_filters(app_client: FlaskClient, service
     deploy_fn(fn_name, "workers.handlers.echo:handler")
     bucket = f"b{fn_name[3:]}".replace("_", "-")
     _storage_trigger(app_client, f"{fn_name}_s", fn_name, bucket, prefix="in/", suffix=".mov")
-    for key, name, target in [("out/a.mov", "s3:ObjectCreated:Put", bucket), ("in/a.mp4", "s3:ObjectCreated:Put", bucket),
+    for key, name, target in [("out/a.mov", "s3:ObjectCreated:Put", bucket),
+                              ("in/a.mp4", "s3:ObjectCreated:Put", bucket),
                               ("in/a.mov", "s3:ObjectRemoved:Delete", bucket),
                               ("in/a.mov", "s3:ObjectCreated:Put", "elsewhere"),
                               ("in/a.mov", "s3:ObjectAccessed:Get", bucket)]:
         answer = app_client.post("/v1/storage-events", json=minio_notification(target, key, name=name))
         assert answer.status_code == 202 and answer.get_json()["ignored"] == 1, (key, name, target)
     assert _invocations(services, fn_name) == []
-    answer = app_client.post("/v1/storage-events",
-                             json=minio_notification(bucket, "in/a.mov", name="s3:ObjectCreated:CompleteMultipartUpload"))
+    multipart = minio_notification(bucket, "in/a.mov", name="s3:ObjectCreated:CompleteMultipartUpload")
+    answer = app_client.post("/v1/storage-events", json=multipart)
     assert len(answer.get_json()["submitted"]) == 1
 
 
