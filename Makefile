@@ -14,6 +14,8 @@ help:
 	@echo "make test   install what is missing, make sure Postgres and RabbitMQ are up, run the whole suite"
 	@echo "make lint   ruff and mypy (part of make test)"
 	@echo "make etl-demo  the Kafka ETL scenario end to end (starts its own Tansu Kafka broker unless TASKSERVICE_KAFKA_BOOTSTRAP is set)"
+	@echo "make media-demo  drop a video into a bucket: storage trigger → multi-format transcode → outputs (embedded default)"
+	@echo "make bench-events  trigger → Running latency (timer, storage) and queue-trigger messages/s vs bare kombu"
 	@echo "make bench-stop  stop latency (taskservice stop vs Celery revoke) on Postgres + RabbitMQ"
 	@echo "make bench-console  the console's invocations page on a 1,000,000-invocation Postgres ledger (p50/p95 per page)"
 	@echo "make bench  benchmarks on Postgres + RabbitMQ (see bench/README.md); BENCH_ARGS=--quick for a short run"
@@ -51,6 +53,13 @@ bench: $(STAMP) services
 
 etl-demo: $(STAMP)
 	$(BIN)/python scripts/etl_demo.py
+
+.PHONY: media-demo bench-events
+media-demo: $(STAMP) system-packages
+	$(BIN)/python scripts/media_demo.py
+
+bench-events: $(STAMP) services
+	$(BIN)/python bench/bench_events.py $(BENCH_ARGS)
 
 bench-stop: $(STAMP) services
 	$(BIN)/python bench/bench_stop.py $(BENCH_ARGS)

@@ -10,6 +10,8 @@ from taskservice.cli.output import api_errors, client_of
 MEDIA_FUNCTIONS: dict[str, tuple[str, int, int, str]] = {
     "transcode": ("workers.handlers.transcode:handler", 3600, 2,
                   "transcode one object to mp4/mov/flv/avi/webm/m3u8/mp3"),
+    "media-upload": ("workers.handlers.on_upload:handler", 4 * 3600, 0,
+                     "storage-trigger entry: an uploaded video to mp4, webm and m3u8 (transcode-fanout)"),
     "transcode-fanout": ("workers.handlers.fanout:handler", 4 * 3600, 0,
                          "one child transcode per format in dst_formats"),
     "transcode-split": ("workers.handlers.split_merge:handler", 4 * 3600, 0,

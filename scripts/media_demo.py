@@ -1,0 +1,101 @@
+"""The media seed scenario, end to end (`make media-demo`): drop a video into a bucket → storage trigger → one
+upload transcoded to several formats in parallel (transcode-fanout) → the outputs listed.
+
+Runs `taskservice dev` on a scratch data dir — the embedded default: SQLite, the filesystem broker and a local
+directory as object storage, so no MinIO is needed — deploys the media built-ins, adds a storage trigger on bucket
+`media` for `in/*.mov`, generates a short test video with ffmpeg and puts it with `taskservice objects put`, which
+writes through the storage boundary and so fires the trigger exactly as a MinIO notification would.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def step(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    print("$ taskservice " + " ".join(args), flush=True)
+    out = subprocess.run([sys.executable, "-m", "taskservice.cli", *args], env=env, cwd=REPO, text=True,
+                         capture_output=True)
+    print((out.stdout + out.stderr).rstrip(), flush=True)
+    if out.returncode != 0:
+        raise SystemExit(f"command failed with status {out.returncode}")
+    return out.stdout
+
+
+def main() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="media-demo-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
+    env.update(TASKSERVICE_API_URL=base, TASKSERVICE_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
+    step(f"taskservice dev on {base} (embedded default; objects in {data_dir / 'objects'})")
+    dev = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "dev", "--port", str(port), "-c", "5"],
+                           env=env, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{base}/healthz", timeout=1).ok:
+                    break
+            if time.monotonic() > deadline or dev.poll() is not None:
+                raise SystemExit("taskservice dev did not start")
+            time.sleep(0.2)
+        run(env, data_dir)
+    finally:
+        os.killpg(dev.pid, signal.SIGTERM)
+        dev.wait(30)
+
+
+def run(env: dict[str, str], data_dir: Path) -> None:
+    step("deploy the media functions and a storage trigger: uploads to media/in/*.mov run media-upload")
+    cli(env, "functions", "deploy-media")
+    cli(env, "triggers", "put", "new-videos", "--kind", "storage", "--function", "media-upload", "--bucket", "media",
+        "--event", "s3:ObjectCreated:*", "--prefix", "in/", "--suffix", ".mov")
+    step("make a 4-second test video with ffmpeg")
+    video = data_dir / "talk.mov"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "4", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", str(video)], check=True)
+    step("drop it into the bucket (through the storage boundary: the trigger fires, no MinIO needed)")
+    cli(env, "objects", "put", "media", "in/talk.mov", str(video), "--content-type", "video/quicktime")
+    step("the storage trigger's invocation fans out to mp4, webm and m3u8 and waits for them")
+    deadline = time.monotonic() + 600
+    while True:
+        page = json.loads(cli(env, "tasks", "list", "--function", "media-upload", "--json"))
+        items = page["items"]
+        if items and items[0]["status"] in ("Succeeded", "Failed", "Invalid", "Stopped", "Expired"):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit("the transcode did not finish within 10 minutes")
+        time.sleep(3)
+    iid = items[0]["invocationId"]
+    shown = json.loads(cli(env, "tasks", "show", "media-upload", iid, "--json"))
+    step(f"{shown['status']}: the outputs")
+    for out in (shown.get("result") or {}).get("outputs", []):
+        print(f"  {out}")
+    cli(env, "tasks", "list", "--prefix", iid)
+    cli(env, "objects", "ls", "media", "--prefix", "out/")
+    cli(env, "triggers", "show", "new-videos")
+
+
+if __name__ == "__main__":
+    main()
