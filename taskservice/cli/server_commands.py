@@ -120,7 +120,8 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 @click.option("--verbose", "-v", is_flag=True,
               help="Also show Celery's banner and startup warnings, and the children's INFO logs.")
 def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool, verbose: bool) -> None:
-    """API, console, worker and relay in one command, on the embedded default unless TASKSERVICE_* says otherwise.
+    """API, console, worker, relay, timer scheduler and queue consumer in one command, on the embedded default
+    unless TASKSERVICE_* says otherwise.
     Open (no sign-in) and bound to 127.0.0.1 unless --auth."""
     from taskservice.api.server import serve_dev
     from taskservice.app import create_app
@@ -155,8 +156,8 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool, v
                    + (f" in {settings.embedded_broker_dir}" if embedded else ""))
         click.echo(f"  workers   {concurrency} handler process(es), pid {children['worker'].pid}")
         click.echo(f"  relay     delivering destination records, pid {children['relay'].pid}")
-        click.echo(f"  events    timer scheduler pid {children['scheduler'].pid}, queue triggers pid "
-                   f"{children['consumer'].pid}")
+        click.echo(f"  scheduler timer triggers, pid {children['scheduler'].pid}")
+        click.echo(f"  consumer  queue triggers, pid {children['consumer'].pid}")
         if "ingest" in children:
             click.echo(f"  ingest    Kafka triggers from {settings.kafka_bootstrap}, pid {children['ingest'].pid}")
         click.echo(f"  console   {base}/")

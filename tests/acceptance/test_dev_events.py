@@ -1,0 +1,74 @@
+"""`taskservice dev` runs the event sources too: a timer fires through its scheduler, a file put into the embedded
+object storage fires a storage trigger, and a message on the embedded broker fires a queue trigger."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Connection, Producer
+
+import taskservice
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Any]:
+    from tests.acceptance.test_dev_output import running_dev  # the one way these tests start `taskservice dev`
+
+    with running_dev(tmp_path) as running:
+        yield running
+
+
+def _until(check: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return value
+
+
+def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path) -> None:
+    assert any(line.startswith("  scheduler ") for line in dev.output())
+    client = taskservice.Client(dev.base)
+    client.put_function("echo", {"handler": "workers.handlers.echo:handler"})
+    client.put_trigger("tick", {"kind": "timer", "function": "echo", "cron": "@every 1s", "payload": "p"})
+    client.put_trigger("files", {"kind": "storage", "function": "echo", "bucket": "media",
+                                 "events": ["s3:ObjectCreated:*"]})
+    client.put_trigger("msgs", {"kind": "queue", "function": "echo", "queue": "inbox", "batching_window_s": 0.2})
+
+    ticked = _until(lambda: [i for i in client.list(function="echo", prefix="timer_tick_").items
+                             if i.status == "Succeeded"], 30, "a timer tick ran")
+    assert client.get("echo", ticked[0].invocation_id).result["triggerName"] == "tick"
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
+    env["TASKSERVICE_DATA_DIR"] = str(tmp_path / "data")
+    video = tmp_path / "a.mov"
+    video.write_bytes(b"x" * 10)
+    out = subprocess.run([sys.executable, "-m", "taskservice.cli", "objects", "put", "media", "in/a.mov", str(video)],
+                         cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert "triggered files" in out.stdout
+    stored = _until(lambda: [i for i in client.list(function="echo", prefix="oss_files_").items
+                             if i.status == "Succeeded"], 30, "the storage trigger ran")
+    assert client.get("echo", stored[0].invocation_id).result["events"][0]["oss"]["object"]["key"] == "in/a.mov"
+
+    from taskservice.broker import broker_options
+    from taskservice.config import Settings
+    from taskservice.destinations.queue import EXCHANGE, record_queue
+
+    url, options = broker_options(Settings(data_dir=tmp_path / "data"))
+    with Connection(url, transport_options=options) as conn:
+        producer = Producer(conn.default_channel, exchange=EXCHANGE)
+        record_queue("inbox")(producer.channel).declare()
+        producer.publish(json.dumps({"hello": 1}).encode(), routing_key="inbox", message_id="m1",
+                         content_type="application/json", content_encoding="binary")
+    queued = _until(lambda: [i for i in client.list(function="echo", prefix="queue_msgs_").items
+                             if i.status == "Succeeded"], 30, "the queue trigger ran")
+    [message] = client.get("echo", queued[0].invocation_id).result
+    assert message["messageId"] == "m1" and json.loads(message["body"]) == {"hello": 1}
