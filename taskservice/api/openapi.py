@@ -5,6 +5,7 @@ from typing import Any
 
 from taskservice.ledger import Status
 from taskservice.specs import FUNCTION_NAME, INVOCATION_ID, FunctionConfig, ReplayMany, ReplayOne, TriggerConfig
+from taskservice.trigger_specs import QueueConfig, StorageConfig, TimerConfig
 from taskservice.version import __version__
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -13,7 +14,8 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 def _errors(*codes: int) -> dict[str, Any]:
     meaning = {400: "malformed JSON, bad name, id or query", 404: "unknown function or invocation",
                409: "duplicate invocation id", 413: "payload over the limit", 415: "content type is not JSON",
-               422: "invalid function, trigger or replay config", 503: "ledger unavailable"}
+               422: "invalid function, trigger or replay config, or storage event", 503: "ledger unavailable",
+               401: "no live bearer token", 403: "a read-only token asked to change something"}
     return {str(c): {"description": meaning[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
 
@@ -214,9 +216,13 @@ def _trigger_and_replay_schemas(invocation_summary: dict[str, Any]) -> dict[str,
         "partitions": {"type": "array", "items": {"type": "object", "properties": {
             "topic": {"type": "string"}, "partition": {"type": "integer"}, "committed": {"type": "integer"},
             "high": {"type": "integer"}, "lag": {"type": "integer"}, "at": {"type": "string"}}}}}}
-    trigger_config = TriggerConfig.model_json_schema(ref_template="#/components/schemas/{model}")
+    kinds = {model.__name__: model.model_json_schema(ref_template="#/components/schemas/{model}")
+             for model in (TriggerConfig, TimerConfig, StorageConfig, QueueConfig)}
+    trigger_config = {"oneOf": [_ref(name) for name in kinds], "description": (
+        "kind kafka (the default), timer, storage or queue; each kind accepts only its own fields")}
     return {
-        "TriggerConfig": trigger_config,
+        **kinds,
+        "AnyTriggerConfig": trigger_config,
         "Trigger": {"allOf": [trigger_config, {"type": "object", "properties": {
             "name": {"type": "string"}, "lag": lag, "createdAt": {"type": "string", "format": "date-time"},
             "updatedAt": {"type": "string", "format": "date-time"}}}]},
@@ -236,13 +242,23 @@ def _trigger_and_replay_schemas(invocation_summary: dict[str, Any]) -> dict[str,
 
 def _trigger_and_replay_paths() -> dict[str, Any]:
     name = {**_NAME, "description": "trigger name"}
-    body = {"required": True, "content": {"application/json": {"schema": _ref("TriggerConfig")}}}
+    body = {"required": True, "content": {"application/json": {"schema": _ref("AnyTriggerConfig")}}}
     return {
-        "/v1/triggers": {"get": {"summary": "List Kafka triggers with their lag", "responses": {"200": _json(
+        "/v1/storage-events": {"post": {
+            "summary": "MinIO bucket notifications (webhook target): submit the storage triggers they match",
+            "description": "Body {EventName, Key, Records: [S3 event records]}. Every record is checked before "
+                           "anything is written; events no trigger watches are accepted and counted as ignored.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"202": _json({"type": "object", "properties": {
+                "events": {"type": "integer"}, "submitted": {"type": "array", "items": {"type": "object"}},
+                "duplicates": {"type": "integer"}, "ignored": {"type": "integer"}}}, "accepted"),
+                **_errors(400, 401, 403, 413, 415, 422)}}},
+        "/v1/triggers": {"get": {"summary": "List triggers of every kind with their lag or status",
+                                 "responses": {"200": _json(
             {"type": "object", "properties": {"items": {"type": "array", "items": _ref("Trigger")}}}, "OK")}}},
         "/v1/triggers/{name}": {
             "parameters": [name],
-            "put": {"summary": "Create or replace a Kafka trigger (event source mapping)", "requestBody": body,
+            "put": {"summary": "Create or replace a trigger: kafka, timer, storage or queue", "requestBody": body,
                     "responses": {"200": _json(_ref("Trigger"), "replaced"), "201": _json(_ref("Trigger"), "created"),
                                   **_errors(400, 404, 413, 415, 422)}},
             "get": {"summary": "Read a trigger and its lag per partition",

@@ -86,8 +86,7 @@ def _status(t: dict[str, Any]) -> str:
         return (f"next {s.get('nextFireTime') or '-'}, fired {s.get('fired', 0)}, missed {s.get('missed', 0)}, "
                 f"last {s.get('lastFireTime') or '-'}")
     if t["kind"] == "storage":
-        return (f"events {s.get('events', 0)}, submitted {s.get('submitted', 0)}, last {s.get('lastEvent') or '-'} "
-                f"at {s.get('lastEventTime') or '-'}")
+        return f"events {s.get('events', 0)}, last {s.get('lastEvent') or '-'} at {s.get('lastEventTime') or '-'}"
     return (f"backlog {s.get('backlog', '-')}, messages {s.get('messages', 0)}, batches {s.get('batches', 0)}, "
             f"dead letters {s.get('deadLetters', 0)}")
 

@@ -9,7 +9,7 @@ import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskservice.errors import TaskServiceError
@@ -75,7 +75,9 @@ class ObjectInfo:
     bucket: str
     key: str
     size: int
-    etag: str = ""  # when the backend says (S3's ETag, the local store's MD5): storage events de-duplicate by it
+    # When the backend says (S3's ETag, the local store's MD5): storage events de-duplicate by it. Not part of equality:
+    # the same object read back through another call (or another backend) may not carry it.
+    etag: str = field(default="", compare=False)
 
 
 class Storage(ABC):

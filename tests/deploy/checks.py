@@ -32,6 +32,9 @@ REQUIRED = {  # what each process cannot run in production without
     "worker": {DB, BROKER, "TASKSERVICE_STORAGE_URL", "TASKSERVICE_DRAIN_S"},
     "relay": {DB, BROKER},
     "ingest": {DB, BROKER, "TASKSERVICE_KAFKA_BOOTSTRAP"},
+    "scheduler": {DB, BROKER},
+    "consume": {DB, BROKER},
+    "consumer": {DB, BROKER},
 }
 DRAIN_MARGIN_S = 10  # after the drain, killed attempts are handed back; the supervisor must wait for that too
 

@@ -32,7 +32,7 @@ def test_the_kustomize_overlay_renders_and_its_objects_agree_with_the_code() -> 
             "PodDisruptionBudget", "Service"} <= kinds
     components = {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] for d in docs
                   if d["kind"] in ("Deployment", "Job")}
-    assert components == {"api", "worker", "relay", "ingest", "migrate"}
+    assert components == {"api", "worker", "relay", "ingest", "scheduler", "consumer", "migrate"}
     assert check_kubernetes(docs, expected_image(DEPLOY / OVERLAY)) == []
 
 
