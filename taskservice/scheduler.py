@@ -7,7 +7,9 @@ killed between firing and recording simply fires again into the same id.
 
 Each trigger's state remembers the last tick handled (`lastTick`). A tick whose time passed more than
 `grace_s` ago when a scheduler first sees it — everything was down, or the scheduler was stopped — is skipped and
-counted (`missed`), never replayed in a burst: after an outage the schedule picks up at the current tick. The
+counted (`missed`), never replayed in a burst: after an outage the schedule picks up at the current tick. A
+scheduler that is running but slow (a loaded machine) is not "down": it fires every tick since its own last pass,
+late, up to MAX_STALL_S back. The
 state moves forward by compare-and-swap, so concurrent schedulers never count a step twice.
 """
 from __future__ import annotations
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 MISFIRE_GRACE_S = 2.0
 #: How often the trigger table is read again when no tick is due sooner (new, changed or deleted timers).
 REFRESH_S = 1.0
+#: A running scheduler that stalls (a loaded machine, a slow ledger) still fires the ticks since its last pass, up to
+#: this far back; only a scheduler that was not running (or a stall longer than this) skips them.
+MAX_STALL_S = 30.0
 #: Missed ticks counted one by one up to this many per pass (a cron that fires every second and was down a week).
 MISSED_COUNT_LIMIT = 100_000
 
@@ -43,6 +48,7 @@ class Scheduler:
         self.refresh = timedelta(seconds=refresh_s)
         self.stop = threading.Event()
         self.fired = 0  # ticks this process submitted (duplicates of another scheduler's not counted)
+        self._last_pass: datetime | None = None  # when this process last looked at every timer successfully
 
     def run_forever(self) -> None:
         log.info("scheduler started")
@@ -59,19 +65,24 @@ class Scheduler:
         """Fire every due tick once; returns how long to sleep until the next tick (or the next refresh)."""
         now = utcnow()
         soonest = now + self.refresh
+        horizon = now - self.grace  # ticks at or before this are missed, not fired
+        if self._last_pass is not None:  # running all along: what came due since the last pass is late, not missed
+            horizon = max(min(horizon, self._last_pass - self.grace), now - timedelta(seconds=MAX_STALL_S))
         for trigger in self.services.triggers.list(enabled_only=True, kind="timer"):
             try:
-                soonest = min(soonest, self._advance(trigger, now))
+                soonest = min(soonest, self._advance(trigger, now, horizon))
             except Exception as exc:
                 log.warning("timer %s: pass failed (%s: %s); trying again", trigger.name, type(exc).__name__, exc)
+        self._last_pass = now
         return max(0.0, (soonest - utcnow()).total_seconds())
 
-    def _advance(self, trigger: Trigger, now: datetime) -> datetime:
+    def _advance(self, trigger: Trigger, now: datetime, horizon: datetime) -> datetime:
         spec = trigger.spec()
         assert isinstance(spec, TimerConfig)
         schedule = spec.schedule
-        cursor = _parse_time(trigger.state.get("lastTick")) or trigger.updated_at
-        horizon = now - self.grace
+        # Ticks before the trigger was last put (created, changed, re-enabled) are neither fired nor missed.
+        last = _parse_time(trigger.state.get("lastTick"))
+        cursor = trigger.updated_at if last is None else max(last, trigger.updated_at)
         missed, last_missed = self._missed(schedule, cursor, horizon)
         due = list(schedule.ticks(max(cursor, horizon), now, limit=1000))
         for tick in due:

@@ -47,15 +47,20 @@ def test_every_second_gives_one_invocation_per_tick_with_the_fc_timer_event(
     view = _put_timer(app_client, f"{fn_name}_t", fn_name, "@every 1s", payload="hello")
     assert view["kind"] == "timer" and view["status"]["nextFireTime"]
     start_service("scheduler")
+    running_since = datetime.now(timezone.utc)
     ticks = eventually_true(lambda: _at_least(services, fn_name, 4), 20, "4 ticks")
     times = [_tick_time(i) for i in ticks]
     assert all(b - a == timedelta(seconds=1) for a, b in zip(times, times[1:], strict=False)), times
     first = await_status(fn_name, ticks[0].invocation_id, {"Succeeded"})
     event = {"triggerTime": f"{times[0]:%Y-%m-%dT%H:%M:%SZ}", "triggerName": f"{fn_name}_t", "payload": "hello"}
     assert json.loads(first.payload) == event
-    # fired at its time, not early; and not much later
-    assert all(timedelta(0) <= i.created_at - _tick_time(i) < timedelta(seconds=1.5) for i in ticks), \
+    # fired at its time, never early; a tick that came due while the scheduler was starting is late but within the
+    # 2 s grace, and the ones after that are on time (a few hundred ms on this shared 2-core machine)
+    assert all(timedelta(0) <= i.created_at - _tick_time(i) < timedelta(seconds=2.5) for i in ticks), \
         [(i.invocation_id, i.created_at) for i in ticks]
+    on_time = [i for i in ticks if _tick_time(i) > running_since]
+    assert on_time and all(i.created_at - _tick_time(i) < timedelta(seconds=1.5) for i in on_time), \
+        [(i.invocation_id, i.created_at) for i in on_time]
     shown = app_client.get(f"/v1/triggers/{fn_name}_t").get_json()["status"]
     assert shown["fired"] >= 4 and shown["lastFireTime"] and shown["nextFireTime"] > shown["lastFireTime"]
 
@@ -64,9 +69,9 @@ def test_two_schedulers_never_fire_a_tick_twice(
         app_client: FlaskClient, services: Services, fn_name: str, deploy_fn: Callable[..., Any],
         start_service: Callable[..., Any], eventually_true: Callable[..., Any]) -> None:
     deploy_fn(fn_name, "workers.handlers.echo:handler")
-    _put_timer(app_client, f"{fn_name}_t", fn_name, "@every 1s")
     start_service("scheduler")
     start_service("scheduler")
+    _put_timer(app_client, f"{fn_name}_t", fn_name, "@every 1s")  # both already running: no tick comes due unseen
     ticks = eventually_true(lambda: _at_least(services, fn_name, 6), 20, "6 ticks")
     times = [_tick_time(i) for i in ticks]
     assert len(set(times)) == len(times)  # the unique id makes it so; and no tick is missing between them
