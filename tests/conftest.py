@@ -257,3 +257,26 @@ def process_gone(pid: int, grace_s: float = 5.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session", name="deploy")
+def deploy_fixture() -> Callable[..., dict[str, Any]]:
+    return deploy
+
+
+@pytest.fixture(scope="session", name="wait_for_status")
+def wait_for_status_fixture() -> Callable[..., Any]:
+    return wait_for_status
+
+
+@pytest.fixture(scope="session")
+def eventually() -> Callable[..., Any]:
+    def poll(probe: Callable[[], Any], *, what: str, timeout_s: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while not (value := probe()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; last {value!r}")
+            time.sleep(0.05)
+        return value
+
+    return poll

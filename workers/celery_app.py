@@ -56,8 +56,11 @@ class WorkerProcess:
                                   worker_id=f"{socket.gethostname()}:{os.getpid()}", lease_s=s.lease_s,
                                   heartbeat_s=s.heartbeat_s, retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
                                   storage_url=s.resolved_storage_url, storage_endpoints=s.storage_endpoints,
-                                  draining=self.drain_time_is_up)
+                                  shutting_down=self.shutting_down, draining=self.drain_time_is_up)
         return self._runner
+
+    def shutting_down(self) -> bool:
+        return self._drain_at.value > 0
 
     def drain_time_is_up(self) -> bool:
         deadline = self._drain_at.value

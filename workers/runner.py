@@ -88,6 +88,7 @@ class Runner:
     def __init__(self, ledger: Ledger, submitter: Submitter, *, worker_id: str,
                  lease_s: float, heartbeat_s: float, retry_base_s: float, retry_max_s: float,
                  storage_url: str = "", storage_endpoints: str = "",
+                 shutting_down: Callable[[], bool] = lambda: False,
                  draining: Callable[[], bool] = lambda: False) -> None:
         self.ledger = ledger
         self.submitter = submitter
@@ -98,10 +99,15 @@ class Runner:
         self.retry_max_s = retry_max_s
         self.storage_url = storage_url  # handed to each attempt, which opens its own storage client
         self.storage_endpoints = storage_endpoints
+        self.shutting_down = shutting_down  # true once the worker began to shut down: no new attempt starts here
         self.draining = draining  # true once the worker's drain time is up: running attempts are handed back
 
     def run(self, pk: int) -> str:
         """Handle one doorbell; returns a word saying what happened (for the worker log and tests)."""
+        if self.shutting_down():
+            # A doorbell the broker had already handed to this worker before it began to shut down: pass it on.
+            self.submitter.ring(pk)
+            return "passed-on"
         started = time.monotonic()
         try:
             claimed = self._claim(pk)
@@ -196,6 +202,8 @@ class Runner:
             self.ledger.stopped(pk, attempt)
             return "stopped"
         if outcome.kind == "handed_back":
+            log.warning("invocation %s: the drain time ran out; attempt %d was killed and is handed back", pk,
+                        attempt)
             moved = self.ledger.hand_back(pk, attempt, reason=f"worker {self.worker_id} draining")
             if moved is not None and moved.status is Status.RETRYING:
                 self.submitter.ring(pk)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import requests
 
 from tests.conftest import REPO, free_port, process_gone, wait_for_health
@@ -89,3 +90,28 @@ def test_dev_verbose_shows_celery_banner_and_warnings_before_its_own(tmp_path: P
         assert "ready." in before  # the children's INFO logs, the worker's readiness among them
         if os.geteuid() == 0:  # Celery warns only when it runs as root (or in a sudo/wheel group)
             assert ROOT_WARNING in before, before
+
+
+def test_dev_sigkilled_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Its worker (with its pool), relay and ingest run in sessions of their own, so a kill of dev's group would
+    not reach them; the kernel's parent-death signal does, even when dev itself gets SIGKILL."""
+    port = free_port()
+    log_path = tmp_path / "dev.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "dev", "--port", str(port), "--data-dir",
+                                 str(tmp_path / "data")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    descendants: list[psutil.Process] = []
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", proc, log_path, timeout_s=120)
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert len(descendants) >= 3, descendants  # worker, its pool, relay
+        proc.kill()  # SIGKILL to dev alone: no chance to stop anything itself
+        proc.wait()
+        left = [p.pid for p in descendants if not process_gone(p.pid, grace_s=30)]
+        assert left == [], f"still running after dev was killed: {left}\n{log_path.read_text()[-3000:]}"
+    finally:
+        for child in descendants:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
