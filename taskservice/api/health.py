@@ -6,6 +6,7 @@ from sqlalchemy import text
 
 from taskservice import __version__
 from taskservice.api.openapi import openapi_document
+from taskservice.api.schemas import Health
 
 health_api = Blueprint("health", __name__)
 
@@ -20,8 +21,8 @@ def healthz() -> tuple[Response, int]:
     except Exception as exc:  # report, do not raise: a health check answers even when the ledger is down
         database = f"unavailable: {type(exc).__name__}"
     status = 200 if database == "ok" else 503
-    return jsonify({"status": "ok" if status == 200 else "degraded", "database": database,
-                    "version": __version__}), status
+    return jsonify(Health(status="ok" if status == 200 else "degraded", database=database,
+                          version=__version__).dump()), status
 
 
 @health_api.get("/openapi.json")
