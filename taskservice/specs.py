@@ -22,6 +22,7 @@ _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 HANDLER = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 DESTINATION_SCHEMES = ("queue:", "kafka:", "function:", "https://", "http://")
 DESTINATION_TARGET = re.compile(r"^[A-Za-z0-9_.\-]{1,249}$")
+TEXT = re.compile(r"^[^\x00]*$")  # free text as every ledger can store it (PostgreSQL text holds no NUL)
 # Control characters and every character Python calls whitespace, spelled out rather than as \s so that the
 # server (Python re), schema validators and generators (ECMA 262, Rust regex) all read the same set.
 _NO_SPACE = "\\x00-\\x20\\x7f-\\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -109,7 +110,7 @@ class FunctionConfig(BaseModel):
     on_success: Annotated[str | None, Field(max_length=2048, json_schema_extra=_DESTINATION_SCHEMA)] = None
     on_failure: Annotated[str | None, Field(max_length=2048, json_schema_extra=_DESTINATION_SCHEMA)] = None
     concurrency: Annotated[int, Field(ge=1, le=100000), JSON_INTEGER] | None = None
-    description: Annotated[str, Field(max_length=1024)] = ""
+    description: Annotated[str, Field(max_length=1024, pattern=TEXT.pattern)] = ""
 
     @field_validator("handler")
     @classmethod
@@ -210,7 +211,7 @@ class TriggerConfig(BaseModel):
                                  JSON_NUMBER] = 0.5
     starting_position: Literal["earliest", "latest"] = "latest"
     enabled: Annotated[bool, Field(strict=True)] = True
-    description: Annotated[str, Field(max_length=1024)] = ""
+    description: Annotated[str, Field(max_length=1024, pattern=TEXT.pattern)] = ""
 
     @field_validator("topics")
     @classmethod

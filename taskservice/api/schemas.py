@@ -45,7 +45,9 @@ Name = Annotated[str, AfterValidator(check_function_name), Field(json_schema_ext
 _STATUS = "|".join(s.value for s in Status)
 STATUS_LIST = re.compile(rf"^(?:{_STATUS})(?:,(?:{_STATUS}))*$")
 StatusList = Annotated[str, Field(pattern=STATUS_LIST.pattern, description="one status or several, comma-separated")]
-Prefix = Annotated[str, Field(min_length=1, max_length=128, description="invocation-id prefix, case-sensitive")]
+# Every prefix of an invocation id matches the id pattern itself; anything else could match nothing (and a NUL
+# could not even be sent to PostgreSQL), so it is refused rather than answered with an empty list.
+Prefix = Annotated[str, Field(pattern=INVOCATION_ID.pattern, description="invocation-id prefix, case-sensitive")]
 StrictBool = Annotated[bool, Field(strict=True)]
 # Cursors are urlsafe base64 of "v1:<pk>" without padding (ledger/queries.py encode_cursor), pk of up to 18 digits
 # so that it fits a BIGINT: spelled out group by group, so that every string it admits decodes to a real cursor.
