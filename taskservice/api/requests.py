@@ -12,6 +12,7 @@ from taskservice.ledger.queries import InvocationFilter
 from taskservice.ledger.states import Status
 from taskservice.specs import check_function_name, parse_time
 
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
