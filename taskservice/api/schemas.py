@@ -81,7 +81,8 @@ def _problems(exc: ValidationError) -> tuple[str, list[dict[str, str]]]:
 def _without_nulls(schema: dict[str, Any]) -> None:
     """Optional fields of these models may be left out but are never null: drop pydantic's null branch."""
     for prop in schema.get("properties", {}).values():
-        prop.pop("default", None) if prop.get("default", 0) is None else None
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
         branches = prop.get("anyOf")
         if branches and {"type": "null"} in branches:
             rest = [b for b in branches if b != {"type": "null"}]
