@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,11 +137,21 @@ def _remove_leftovers() -> None:
             owned[path.stem] = json.loads(path.read_text())
     for run_id, state in owned.items():
         if not _owner_alive(state):
+            _warn_about_stragglers(run_id)
             _remove_run(run_id, state.get("subnet"))
     for line in ip("netns", "list").stdout.splitlines():
         match = NS_PATTERN.match(line.split()[0]) if line.strip() else None
         if match and match.group(1) not in owned:  # a namespace of this test with no owner at all
             _remove_run(match.group(1), None)
+
+
+def _warn_about_stragglers(run_id: str) -> None:
+    """Processes of a dead run normally died with its pytest (PR_SET_PDEATHSIG); any still there are only named,
+    not killed: after the namespace and its veth are gone they can reach nothing."""
+    for role in HOST_NAMES:
+        pids = ip("netns", "pids", f"{PREFIX}{run_id}-{role}", check=False).stdout.split()
+        if pids:
+            warnings.warn(f"leftover namespace {PREFIX}{run_id}-{role} still holds processes {pids}", stacklevel=2)
 
 
 def _veth(run_id: str, role: str, side: str) -> str:
@@ -197,9 +208,10 @@ def network() -> Iterator[Network]:
 
 
 def _die_with_pytest() -> None:
-    """preexec_fn: if pytest itself is killed, the processes it started in the namespaces get SIGTERM."""
+    """preexec_fn: if pytest itself is killed, the processes it started in the namespaces get SIGQUIT (Celery and
+    gunicorn: cold shutdown, now; a warm one would wait for the long handler)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
 
 
 @dataclass
