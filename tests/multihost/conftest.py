@@ -292,7 +292,7 @@ class Cluster:
 
 
 # lease 10 s, heartbeat 1 s: self-fencing must kill a cut-off handler within lease_s - margin of its last heartbeat
-MULTIHOST = {"lease_s": 10.0, "heartbeat_s": 1.0, "reaper_interval_s": 0.5, "redispatch_after_s": 3.0,
+MULTIHOST = {"lease_s": 10.0, "heartbeat_s": 1.0, "reaper_interval_s": 0.5, "drain_s": 2.0,
              "retry_base_s": 0.2, "retry_max_s": 1.0, "auth": False}
 
 
