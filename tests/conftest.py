@@ -306,3 +306,9 @@ def drain_queue() -> Callable[..., list[dict[str, Any]]]:
         return got
 
     return drain
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that take the machine's Postgres and RabbitMQ away for a while (marked chaos) run after all others,
+    in their own order: the rest of the suite should not have to ride out their faults."""
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is not None)

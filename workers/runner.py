@@ -108,9 +108,8 @@ class Runner:
             # A doorbell the broker had already handed to this worker before it began to shut down: pass it on.
             self.submitter.ring(pk)
             return "passed-on"
-        started = time.monotonic()
         try:
-            claimed = self._claim(pk)
+            claimed, started = self._claim(pk)
         except LedgerUnreachable:
             # The doorbell was taken off the broker and the ledger cannot say what to do with it: ring it again for
             # later rather than drop it (and if the broker is away too, the reaper finds it once the ledger is back).
@@ -131,10 +130,16 @@ class Runner:
             log.warning("invocation %s: neither ledger nor broker reachable; the reaper's lost-doorbell pass rings "
                         "it once the ledger is back", pk)
 
-    def _claim(self, pk: int) -> Claim | Invocation | None:
-        """Claim, waiting out a short ledger outage with backoff."""
-        return _patiently(lambda: self.ledger.claim(pk, self.worker_id, self.lease_s), CLAIM_PATIENCE_S,
-                          f"claim of invocation {pk}")
+    def _claim(self, pk: int) -> tuple[Claim | Invocation | None, float]:
+        """Claim, waiting out a short ledger outage with backoff. Also returns when the claim that counted began:
+        its lease runs from then, not from the first try."""
+        began = [time.monotonic()]
+
+        def claim() -> Claim | Invocation | None:
+            began[0] = time.monotonic()
+            return self.ledger.claim(pk, self.worker_id, self.lease_s)
+
+        return _patiently(claim, CLAIM_PATIENCE_S, f"claim of invocation {pk}"), began[0]
 
     def _not_started(self, invocation: Invocation) -> str:
         if invocation.status.value in ("Enqueued", "Retrying"):
