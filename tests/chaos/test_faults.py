@@ -139,6 +139,7 @@ def test_chaos_kills_restarts_and_outages_lose_nothing_and_double_no_record(
     total = 300
     try:
         deploy(create_app(backend.settings).test_client(), "chaos", "tests.handlers:counted", max_retries=8,
+               timeout_s=60,
                on_success=f"queue:{records}")
         launch.relay(backend)
         workers = [launch.worker(backend, 2) for _ in range(2)]
@@ -146,12 +147,13 @@ def test_chaos_kills_restarts_and_outages_lose_nothing_and_double_no_record(
         submit_errors: collections.Counter[str] = collections.Counter()
 
         def submit_all() -> None:
-            """Submit at about 50/s; through an outage, the same id again (as the CLI does)."""
+            """Submit at about 20/s, across the whole fault window; through an outage, the same id again (as the CLI
+            does)."""
             for n in range(total):
                 invocation_id = f"chaos_{n}"
                 while True:
                     try:
-                        services.submitter.submit("chaos", {"marker": str(marker), "seconds": 0.2, "n": n},
+                        services.submitter.submit("chaos", {"marker": str(marker), "seconds": 0.3, "n": n},
                                                   invocation_id=invocation_id)
                     except DuplicateInvocation:
                         pass  # an earlier try was accepted after all
@@ -163,16 +165,18 @@ def test_chaos_kills_restarts_and_outages_lose_nothing_and_double_no_record(
                         continue
                     accepted.append(invocation_id)
                     break
-                time.sleep(0.02)
+                time.sleep(0.05)
 
         submitter = threading.Thread(target=submit_all, name="chaos-submitter")
         submitter.start()
         rng = random.Random(7)
         kills = 0
         started = time.monotonic()
-        schedule = {4.0: "postgres", 10.0: "rabbitmq"}
-        while time.monotonic() - started < 16:
-            time.sleep(2)  # a kill every 2 s, as the fault schedule says
+        schedule = {5.0: "postgres", 11.0: "rabbitmq"}
+        next_kill = started + 2
+        while time.monotonic() - started < 18:
+            time.sleep(max(0.0, next_kill - time.monotonic()))  # a kill every 2 s (or as soon as the last is back)
+            next_kill = time.monotonic() + 2
             victim = rng.randrange(len(workers))
             workers[victim].kill()
             kills += 1
