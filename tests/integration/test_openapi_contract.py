@@ -14,8 +14,9 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
@@ -26,7 +27,9 @@ from hypothesis import strategies as st
 from taskservice.api.schemas import CURSOR
 from taskservice.ledger.queries import decode_cursor, encode_cursor
 from taskservice.services import Services
-from tests.conftest import REPO, Backend, free_port, wait_for_health
+
+if TYPE_CHECKING:
+    from tests.support import ApiProcess, Backend
 
 # Per API operation; with the coverage and stateful phases that is about 1,800 requests on the embedded backend and
 # 1,300 on Postgres, some 20 s each. TASKSERVICE_TEST_CONTRACT_SEED / _EXAMPLES run a different or deeper fuzz.
@@ -36,21 +39,9 @@ EXAMPLES = os.environ.get("TASKSERVICE_TEST_CONTRACT_EXAMPLES")
 
 
 @pytest.fixture
-def secured_api(backend: Backend, tmp_path: Path) -> Iterator[str]:
+def secured_api(start_api: Callable[..., ApiProcess]) -> str:
     """`taskservice api` as production runs it, with auth on (the shared fixtures run it open, as dev does)."""
-    port = free_port()
-    log_path = tmp_path / "api.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "api", "--port", str(port),
-                                 "--workers", "2"], cwd=REPO, env=backend.env(auth=True), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_health(base, proc, log_path)
-            yield base
-        finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=20)
+    return start_api(workers=2, auth=True).base
 
 
 @pytest.mark.slow
