@@ -29,8 +29,9 @@ pytest_plugins = ["tests.kafka_broker"]  # the session's `kafka_broker` fixture,
 # --- waiting ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def eventually() -> Callable[..., Any]:
-    """`eventually(probe, what=..., timeout_s=30, until=None)`: poll `probe` until its value is truthy (or
-    `until(value)` is) and return the value; fail naming what was awaited and the last value seen."""
+    """`eventually(probe, what=..., timeout_s=30, until=None, describe=None)`: poll `probe` until its value is truthy
+    (or `until(value)` is) and return the value; fail naming what was awaited, the last value seen and what
+    `describe()` says then."""
     return support.eventually
 
 

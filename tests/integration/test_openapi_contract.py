@@ -14,7 +14,8 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ from taskservice.ledger.queries import decode_cursor, encode_cursor
 from taskservice.services import Services
 
 if TYPE_CHECKING:
-    from tests.support import ApiProcess, Backend
+    from tests.support import Backend, Launcher
 
 # Per API operation; with the coverage and stateful phases that is about 1,800 requests on the embedded backend and
 # 1,300 on Postgres, some 20 s each. TASKSERVICE_TEST_CONTRACT_SEED / _EXAMPLES run a different or deeper fuzz.
@@ -38,20 +39,35 @@ SEED = os.environ.get("TASKSERVICE_TEST_CONTRACT_SEED", "20261201")
 EXAMPLES = os.environ.get("TASKSERVICE_TEST_CONTRACT_EXAMPLES")
 
 
+@dataclass
+class SecuredApi:
+    base: str
+    services: Services  # on the API's ledger
+
+
 @pytest.fixture
-def secured_api(start_api: Callable[..., ApiProcess]) -> str:
-    """`taskservice api` as production runs it, with auth on (the shared fixtures run it open, as dev does)."""
-    return start_api(workers=2, auth=True).base
+def secured_api(backend: Backend, new_backend: Callable[..., Backend], launch: Launcher) -> Iterator[SecuredApi]:
+    """`taskservice api` as production runs it, with auth on (the shared fixtures run it open, as dev does), on a
+    ledger of its own of `backend`'s kind: the stateful phase follows what GET answers, so the fuzz is reproducible
+    only from the same starting state, whatever other tests left in the session's shared ledger."""
+    own = new_backend(backend.name)
+    server = launch.api(own, workers=2, auth=True)
+    services = Services.build(own.settings)
+    try:
+        yield SecuredApi(server.base, services)
+    finally:
+        server.stop()
+        services.close()
 
 
 @pytest.mark.slow
-def test_the_api_keeps_its_openapi_contract(secured_api: str, backend: Backend, services: Services,
-                                            tmp_path: Path, fn_name: str) -> None:
-    _, token = services.tokens.create(f"{fn_name}_contract", "admin")
-    assert requests.get(f"{secured_api}/v1/functions", timeout=5).status_code == 401  # auth really is on
+def test_the_api_keeps_its_openapi_contract(secured_api: SecuredApi, backend: Backend, tmp_path: Path,
+                                            fn_name: str) -> None:
+    _, token = secured_api.services.tokens.create(f"{fn_name}_contract", "admin")
+    assert requests.get(f"{secured_api.base}/v1/functions", timeout=5).status_code == 401  # auth really is on
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{secured_api}/openapi.json",
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{secured_api.base}/openapi.json",
          "--header", f"Authorization: Bearer {token}", "--checks", "all",
          "--max-examples", EXAMPLES or str(MAX_EXAMPLES[backend.name]), "--seed", SEED, "--generation-deterministic",
          "--workers", "1", "--request-timeout", "10", "--no-color"],
