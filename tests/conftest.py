@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from flask.testing import FlaskClient
 
@@ -22,6 +21,7 @@ from tests import support
 from tests.kafka_broker import KafkaBroker
 from tests.receiver import HttpReceiver
 from tests.support import ApiProcess, Backend, IngestProcess, Launcher, RelayProcess, WorkerProcess
+from tests.tcp_relay import TcpRelay
 
 pytest_plugins = ["tests.kafka_broker"]  # the session's `kafka_broker` fixture, for every test module
 
@@ -29,8 +29,9 @@ pytest_plugins = ["tests.kafka_broker"]  # the session's `kafka_broker` fixture,
 # --- waiting ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def eventually() -> Callable[..., Any]:
-    """`eventually(probe, what=..., timeout_s=30, until=None)`: poll `probe` until its value is truthy (or
-    `until(value)` is) and return the value; fail naming what was awaited and the last value seen."""
+    """`eventually(probe, what=..., timeout_s=30, until=None, describe=None)`: poll `probe` until its value is truthy
+    (or `until(value)` is) and return the value; fail naming what was awaited, the last value seen and what
+    `describe()` says then."""
     return support.eventually
 
 
@@ -58,23 +59,10 @@ def wait_for_status() -> Callable[..., Any]:
     return _wait_for_status
 
 
-def _process_gone(pid: int, grace_s: float = 5.0) -> bool:
-    """Whether pid has ended within a short grace (SIGKILL is delivered asynchronously; zombies count as gone)."""
-    def gone() -> bool:
-        try:
-            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    try:
-        return support.eventually(gone, timeout_s=grace_s, what=f"process {pid} to end")
-    except AssertionError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def process_gone() -> Callable[..., bool]:
-    return _process_gone
+    """`process_gone(pid, grace_s=5)`: whether pid has ended within the grace (zombies count as gone)."""
+    return support.process_gone
 
 
 @pytest.fixture(scope="session")
@@ -230,6 +218,32 @@ def start_api(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., ApiPro
     launcher.stop_all()
 
 
+@pytest.fixture
+def start_health_worker(tmp_path: Path) -> Iterator[Callable[..., support.HealthWorker]]:
+    """`start_health_worker(backend, **settings)`: a one-slot worker with `--health-port` on a backend of the caller's
+    choosing; `.probe(path)`, `.wait_probe(path, status)`. Stopped after the test."""
+    launcher = Launcher(tmp_path)
+    yield launcher.health_worker
+    launcher.stop_all()
+
+
+@pytest.fixture
+def start_dev(tmp_path: Path) -> Iterator[Callable[..., support.DevProcess]]:
+    """`start_dev(*flags, program=None, cwd=repo, env=None)`: `taskservice dev` on a free port and a fresh data dir,
+    answering /healthz (`program`: how to run another `taskservice`, e.g. an installed one). `.base`, `.proc`,
+    `.log_path`, `.lines()`; stopped (with the children it names) after the test."""
+    started: list[support.DevProcess] = []
+
+    def start(*flags: str, **options: Any) -> support.DevProcess:
+        n = len(started)
+        started.append(support.DevProcess(tmp_path / f"dev-{n}.log", tmp_path / f"dev-data-{n}", *flags, **options))
+        return started[-1]
+
+    yield start
+    for dev in started:
+        dev.stop()
+
+
 @pytest.fixture(scope="session")
 def shared_worker(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     launcher = Launcher(tmp_path_factory.mktemp("shared-worker"))
@@ -263,6 +277,21 @@ def own_kafka_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
         pytest.fail(f"the Tansu Kafka broker could not start: {exc}", pytrace=False)
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def tcp_relay() -> Iterator[Callable[[], TcpRelay]]:
+    """`tcp_relay()`: a new TCP relay (`.forward(listen_host, listen_port, target_host, target_port)` → the port it
+    listens on; `.close()` drops every listener and connection, as a cut link would). Closed after the test."""
+    made: list[TcpRelay] = []
+
+    def new() -> TcpRelay:
+        made.append(TcpRelay())
+        return made[-1]
+
+    yield new
+    for relay in made:
+        relay.close()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 import pytest
 from sqlalchemy import text
 
@@ -44,11 +45,12 @@ def _shown(value: Any, limit: int = 1500) -> str:
 
 
 def eventually(probe: Callable[[], T], *, what: str, timeout_s: float = 30.0,
-               until: Callable[[T], Any] | None = None) -> T:
+               until: Callable[[T], Any] | None = None, describe: Callable[[], str] | None = None) -> T:
     """Call `probe` until its value is truthy (or, given `until`, until `until(value)` is), and return that value.
 
-    Fails after `timeout_s` naming `what` was awaited and the last value seen. An exception from `probe` is not
-    swallowed: a probe that knows the wait is hopeless (a process died) raises to end it at once.
+    Fails after `timeout_s` naming `what` was awaited and the last value seen (and, given `describe`, what it says
+    then). An exception from `probe` is not swallowed: a probe that knows the wait is hopeless (a process died) raises
+    to end it at once.
     """
     deadline = time.monotonic() + timeout_s
     while True:
@@ -56,8 +58,24 @@ def eventually(probe: Callable[[], T], *, what: str, timeout_s: float = 30.0,
         if (until(value) if until is not None else value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}; last value seen: {_shown(value)}")
+            detail = "" if describe is None else f"\n{describe()}"
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}; last value seen: "
+                                 f"{_shown(value)}{detail}")
         time.sleep(POLL_S)
+
+
+def process_gone(pid: int, grace_s: float = 5.0) -> bool:
+    """Whether pid has ended within a short grace (SIGKILL is delivered asynchronously; zombies count as gone)."""
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    try:
+        return eventually(gone, timeout_s=grace_s, what=f"process {pid} to end")
+    except AssertionError:
+        return False
 
 
 def require_port(host: str, port: int, what: str) -> None:
@@ -184,8 +202,10 @@ _TASK_LINE = re.compile(r"Task \S+\[([0-9a-f-]+)\] (received|succeeded in \S+: '
 class WorkerProcess(ServiceProcess):
     ready_marks = (b"reaper started", b"ready.")
 
-    def __init__(self, backend: Backend, concurrency: int, log_path: Path, **overrides: Any) -> None:
-        super().__init__(backend, ["worker", "-c", str(concurrency), "--loglevel", "INFO"], log_path, **overrides)
+    def __init__(self, backend: Backend, concurrency: int, log_path: Path, *, options: tuple[str, ...] = (),
+                 **overrides: Any) -> None:
+        super().__init__(backend, ["worker", "-c", str(concurrency), "--loglevel", "INFO", *options], log_path,
+                         **overrides)
 
     def doorbells(self) -> tuple[int, list[str]]:
         """From the worker's log: how many doorbells it received, and the word the runner returned for each one it
@@ -202,6 +222,39 @@ class WorkerProcess(ServiceProcess):
         """Whether it has finished every doorbell it received (and received at least one)."""
         received, outcomes = self.doorbells()
         return received > 0 and len(outcomes) >= received
+
+
+class HealthWorker(WorkerProcess):
+    """A one-slot worker serving its readiness (/readyz) and liveness (/healthz) on a free `--health-port`."""
+
+    ready_marks = (b"ready.",)
+
+    def __init__(self, backend: Backend, log_path: Path, **overrides: Any) -> None:
+        self.health_port = free_port()
+        super().__init__(backend, 1, log_path, options=("--health-host", "127.0.0.1", "--health-port",
+                                                        str(self.health_port)), **overrides)
+
+    def probe(self, path: str) -> tuple[int, dict[str, Any]]:
+        import requests
+
+        response = requests.get(f"http://127.0.0.1:{self.health_port}{path}", timeout=5)
+        return response.status_code, response.json()
+
+    def wait_probe(self, path: str, status: int, timeout_s: float = 30) -> dict[str, Any]:
+        """Until `path` answers `status`; its body. Fails with the last answer and the worker's log."""
+        import requests
+
+        def answer() -> tuple[int, dict[str, Any]] | str:
+            try:
+                return self.probe(path)
+            except requests.ConnectionError as exc:
+                return type(exc).__name__
+
+        found = eventually(answer, until=lambda got: isinstance(got, tuple) and got[0] == status,
+                           timeout_s=timeout_s, what=f"{path} to answer {status}",
+                           describe=lambda: self.output(2000))
+        assert isinstance(found, tuple)
+        return found[1]
 
 
 class RelayProcess(ServiceProcess):
@@ -251,6 +304,44 @@ def wait_for_health(base: str, proc: subprocess.Popen[bytes], log_path: Path, ti
         raise AssertionError(f"{exc}\n{log_path.read_text()[-4000:]}") from None
 
 
+class DevProcess:
+    """`taskservice dev` in its own session on a free port and a fresh data dir, answering /healthz. `program` is how
+    to run `taskservice` (this tree's by default). `stop()`: SIGTERM to its process group; the children it names in
+    its banner are killed too if they outlive it."""
+
+    def __init__(self, log_path: Path, data_dir: Path, *flags: str, program: tuple[str, ...] | None = None,
+                 cwd: Path = REPO, env: dict[str, str] | None = None, timeout_s: float = 120) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        if env is None:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
+        command = [*(program or (sys.executable, "-m", "taskservice.cli")), "dev", "--port", str(self.port),
+                   "--data-dir", str(data_dir), *flags]
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        try:
+            wait_for_health(self.base, self.proc, log_path, timeout_s=timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def lines(self) -> list[str]:
+        """Its output so far, without blank lines."""
+        return [line for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        children = [int(pid) for pid in re.findall(r", pid (\d+)$", self.log_path.read_text(), re.MULTILINE)]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        for pid in children:
+            if not process_gone(pid, grace_s=0):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+
+
 class Launcher:
     """Starts `taskservice` processes with their logs in one directory; `stop_all()` stops every one still running."""
 
@@ -267,6 +358,9 @@ class Launcher:
 
     def worker(self, backend: Backend, concurrency: int = 2, **overrides: Any) -> WorkerProcess:
         return self._keep(WorkerProcess(backend, concurrency, self._log("worker"), **overrides))
+
+    def health_worker(self, backend: Backend, **overrides: Any) -> HealthWorker:
+        return self._keep(HealthWorker(backend, self._log("health-worker"), **overrides))
 
     def relay(self, backend: Backend, **overrides: Any) -> RelayProcess:
         return self._keep(RelayProcess(backend, self._log("relay"), **overrides))

@@ -14,8 +14,10 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
@@ -26,7 +28,9 @@ from hypothesis import strategies as st
 from taskservice.api.schemas import CURSOR
 from taskservice.ledger.queries import decode_cursor, encode_cursor
 from taskservice.services import Services
-from tests.conftest import REPO, Backend, free_port, wait_for_health
+
+if TYPE_CHECKING:
+    from tests.support import Backend, Launcher
 
 # Per API operation; with the coverage and stateful phases that is about 1,800 requests on the embedded backend and
 # 1,300 on Postgres, some 20 s each. TASKSERVICE_TEST_CONTRACT_SEED / _EXAMPLES run a different or deeper fuzz.
@@ -35,32 +39,35 @@ SEED = os.environ.get("TASKSERVICE_TEST_CONTRACT_SEED", "20261201")
 EXAMPLES = os.environ.get("TASKSERVICE_TEST_CONTRACT_EXAMPLES")
 
 
+@dataclass
+class SecuredApi:
+    base: str
+    services: Services  # on the API's ledger
+
+
 @pytest.fixture
-def secured_api(backend: Backend, tmp_path: Path) -> Iterator[str]:
-    """`taskservice api` as production runs it, with auth on (the shared fixtures run it open, as dev does)."""
-    port = free_port()
-    log_path = tmp_path / "api.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "api", "--port", str(port),
-                                 "--workers", "2"], cwd=REPO, env=backend.env(auth=True), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_health(base, proc, log_path)
-            yield base
-        finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=20)
+def secured_api(backend: Backend, new_backend: Callable[..., Backend], launch: Launcher) -> Iterator[SecuredApi]:
+    """`taskservice api` as production runs it, with auth on (the shared fixtures run it open, as dev does), on a
+    ledger of its own of `backend`'s kind: the stateful phase follows what GET answers, so the fuzz is reproducible
+    only from the same starting state, whatever other tests left in the session's shared ledger."""
+    own = new_backend(backend.name)
+    server = launch.api(own, workers=2, auth=True)
+    services = Services.build(own.settings)
+    try:
+        yield SecuredApi(server.base, services)
+    finally:
+        server.stop()
+        services.close()
 
 
 @pytest.mark.slow
-def test_the_api_keeps_its_openapi_contract(secured_api: str, backend: Backend, services: Services,
-                                            tmp_path: Path, fn_name: str) -> None:
-    _, token = services.tokens.create(f"{fn_name}_contract", "admin")
-    assert requests.get(f"{secured_api}/v1/functions", timeout=5).status_code == 401  # auth really is on
+def test_the_api_keeps_its_openapi_contract(secured_api: SecuredApi, backend: Backend, tmp_path: Path,
+                                            fn_name: str) -> None:
+    _, token = secured_api.services.tokens.create(f"{fn_name}_contract", "admin")
+    assert requests.get(f"{secured_api.base}/v1/functions", timeout=5).status_code == 401  # auth really is on
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{secured_api}/openapi.json",
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{secured_api.base}/openapi.json",
          "--header", f"Authorization: Bearer {token}", "--checks", "all",
          "--max-examples", EXAMPLES or str(MAX_EXAMPLES[backend.name]), "--seed", SEED, "--generation-deterministic",
          "--workers", "1", "--request-timeout", "10", "--no-color"],

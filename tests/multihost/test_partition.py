@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.multihost.conftest import MULTIHOST, Cluster, eventually
 from tests.multihost.handlers import TICKS, earlier_attempts
+
+if TYPE_CHECKING:
+    from tests.multihost.hosts import Cluster
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
 
 FIRST_ATTEMPT_S = 40.0  # far longer than the lease: without fencing it would still be running at the takeover
 LATER_ATTEMPT_S = 4.0  # the takeover only has to finish
-LEASE_S = float(MULTIHOST["lease_s"])
 
 
 def ticks(cluster: Cluster) -> dict[int, list[tuple[str, float]]]:
@@ -43,7 +45,8 @@ def starts(cluster: Cluster) -> dict[int, dict[str, Any]]:
     return {rec["attempt"]: rec for rec in earlier_attempts(cluster.shared_dir)}
 
 
-def test_cut_off_worker_fences_itself_and_stays_silent(cluster: Cluster) -> None:
+def test_cut_off_worker_fences_itself_and_stays_silent(cluster: Cluster, eventually: Callable[..., Any]) -> None:
+    lease_s = cluster.lease_s
     fn, queue = f"part_{uuid.uuid4().hex[:10]}", f"ts_test_dest_{uuid.uuid4().hex[:10]}"
     cluster.put(f"/v1/functions/{fn}", {"handler": "tests.multihost.handlers:long_ticker", "timeout_s": 300,
                                         "max_retries": 2, "on_success": f"queue:{queue}"})
@@ -61,30 +64,30 @@ def test_cut_off_worker_fences_itself_and_stays_silent(cluster: Cluster) -> None
                 f"transitions: {v['transitions']}\nstarts: {starts(cluster)}\n{cluster.logs()}")
 
     # 1. The first attempt runs on one of the workers.
-    first = eventually("attempt 1 to start and be Running", lambda: (
-        1 in starts(cluster) and view()["status"] == "Running" and starts(cluster)[1]), 30, describe=state)
+    first = eventually(lambda: 1 in starts(cluster) and view()["status"] == "Running" and starts(cluster)[1],
+                       what="attempt 1 to start and be Running", timeout_s=30, describe=state)
     stale_role = first["host"]
     assert stale_role in ("w1", "w2"), first
     other_role = "w2" if stale_role == "w1" else "w1"
     stale_worker_id = view()["worker"]
     stale = cluster.network.hosts[stale_role]
     # Cut in steady state: after a heartbeat of the running attempt (the claim itself also sets heartbeatAt).
-    before_cut = eventually("a heartbeat of attempt 1 after its claim", lambda: (
-        _epoch((v := view())["heartbeatAt"]) > _epoch(v["startedAt"]) and v), 10, describe=state)
+    before_cut = eventually(lambda: _epoch((v := view())["heartbeatAt"]) > _epoch(v["startedAt"]) and v,
+                            what="a heartbeat of attempt 1 after its claim", timeout_s=10, describe=state)
 
     # 2. Cut its link. The other worker's reaper must take over once the lease lapses.
     cut_at = time.time()
     stale.cut()
-    second = eventually("attempt 2 to start on the other worker", lambda: starts(cluster).get(2), LEASE_S + 20,
-                        describe=state)
+    second = eventually(lambda: starts(cluster).get(2), what="attempt 2 to start on the other worker",
+                        timeout_s=lease_s + 20, describe=state)
     seen_takeover_at = time.time()
     # While the link is still down the stale worker cannot have written anything since the cut: this is the
     # baseline its later writes are measured against.
     baseline = view()
     baseline_logs = cluster.get(f"{path}/logs?attempt=1")["items"]
 
-    done = eventually("the invocation to succeed", lambda: view()["status"] in ("Succeeded", "Failed") and view(),
-                      LATER_ATTEMPT_S + 30, describe=state)
+    done = eventually(lambda: view()["status"] in ("Succeeded", "Failed") and view(),
+                      what="the invocation to succeed", timeout_s=LATER_ATTEMPT_S + 30, describe=state)
 
     # 3. Restore the link. Take the other worker away, then ring a probe: with its single slot the stale worker can
     # only run it once it is done with the taken-over attempt, so by then it has written whatever it was going to.
@@ -98,8 +101,8 @@ def test_cut_off_worker_fences_itself_and_stays_silent(cluster: Cluster) -> None
     probe_path = f"/v1/functions/{probe_fn}/invocations/{probe['invocationId']}"
     problems: list[str] = []
     try:
-        eventually("the stale worker, link restored, to run a probe invocation",
-                   lambda: cluster.get(probe_path)["status"] == "Succeeded", 60, describe=state)
+        eventually(lambda: cluster.get(probe_path)["status"] == "Succeeded",
+                   what="the stale worker, link restored, to run a probe invocation", timeout_s=60, describe=state)
         assert cluster.get(probe_path)["result"]["host"] == stale_role
     except AssertionError as exc:
         problems.append(f"stale worker did not come back: {exc}")
@@ -130,9 +133,9 @@ def test_cut_off_worker_fences_itself_and_stays_silent(cluster: Cluster) -> None
                         f"started ({len(overlap)} ticks of attempt 1 after attempt 2's start; last tick "
                         f"{last_of_first - cut_at:.1f} s after the cut)")
     # Fencing is the cut-off worker's own doing, within the lease of its last heartbeat (which is before the cut).
-    if last_of_first - cut_at >= LEASE_S:
+    if last_of_first - cut_at >= lease_s:
         problems.append(f"NOT FENCED: attempt 1 still ran {last_of_first - cut_at:.1f} s after its link was cut "
-                        f"(lease {LEASE_S:.0f} s)")
+                        f"(lease {lease_s:.0f} s)")
     if lapsed and last_of_first >= _epoch(lapsed[0]["at"]):
         problems.append(f"attempt 1 still ran when the reaper took its lease "
                         f"({last_of_first - _epoch(lapsed[0]['at']):.1f} s after)")

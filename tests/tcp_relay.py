@@ -1,9 +1,10 @@
-"""A small TCP relay: one asyncio loop in a daemon thread forwards each listening address to a target.
+"""A small TCP relay: one asyncio loop in a daemon thread forwards each listening address to a target. Tests get it
+through the `tcp_relay` fixture; `close()` ends every listener and connection at once, as a cut link would.
 
-The machine's Postgres and RabbitMQ listen on 127.0.0.1 only; a relay bound to the host side of a namespace's veth
-makes them reachable from inside the namespace, and the connections arrive from 127.0.0.1 (RabbitMQ lets `guest`
-in from loopback only). Cutting the veth leaves the relay's connections hanging exactly as a partition would: no
-RST, no FIN, just silence."""
+For the multi-host tests: the machine's Postgres and RabbitMQ listen on 127.0.0.1 only; a relay bound to the host
+side of a namespace's veth makes them reachable from inside the namespace, and the connections arrive from 127.0.0.1
+(RabbitMQ lets `guest` in from loopback only). Cutting the veth leaves the relay's connections hanging exactly as a
+partition would: no RST, no FIN, just silence."""
 from __future__ import annotations
 
 import asyncio
@@ -24,11 +25,13 @@ class TcpRelay:
         self.thread = threading.Thread(target=self.loop.run_forever, name="tcp-relay", daemon=True)
         self.thread.start()
 
-    def forward(self, listen_host: str, listen_port: int, target_host: str, target_port: int) -> None:
-        """Listen on listen_host:listen_port and relay every connection to target_host:target_port."""
+    def forward(self, listen_host: str, listen_port: int, target_host: str, target_port: int) -> int:
+        """Listen on listen_host:listen_port (0: a free port) and relay every connection to target_host:target_port.
+        Returns the port it listens on."""
+        address: list[tuple[str, int]] = []  # the address it listens on, known once the server is up
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.accepted[(listen_host, listen_port)] += 1
+            self.accepted[address[0]] += 1
             task = asyncio.current_task()
             assert task is not None
             self.connections.add(task)
@@ -44,11 +47,17 @@ class TcpRelay:
                 writer.close()
 
         async def start() -> asyncio.AbstractServer:
-            return await asyncio.start_server(serve, listen_host, listen_port, reuse_address=True)
+            server = await asyncio.start_server(serve, listen_host, listen_port, reuse_address=True,
+                                                start_serving=False)
+            address.append((listen_host, int(server.sockets[0].getsockname()[1])))
+            await server.start_serving()
+            return server
 
         self.servers.append(asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=10))
+        return address[0][1]
 
     def close(self) -> None:
+        """Stop listening and drop every connection through the relay (idempotent)."""
         async def shutdown() -> None:
             for server in self.servers:
                 server.close()
