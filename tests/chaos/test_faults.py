@@ -28,7 +28,7 @@ from taskservice.ledger.models import DELIVERIES, INVOCATIONS
 from taskservice.services import Services
 
 if TYPE_CHECKING:
-    from tests.chaos.conftest import Postgres, RabbitMQ
+    from tests.chaos.servers import Postgres, RabbitMQ
     from tests.support import Backend, Launcher
 
 pytestmark = pytest.mark.chaos
