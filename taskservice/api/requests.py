@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from flask import Request
@@ -10,17 +10,18 @@ from flask import Request
 from taskservice.errors import InvalidQuery, MalformedJSON, PayloadTooLarge, UnsupportedMediaType
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.ledger.states import Status
-from taskservice.specs import check_function_name
-
-_NO_BODY = object()
+from taskservice.specs import check_function_name, parse_time
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def json_body(request: Request, *, max_bytes: int, allow_empty: bool = False) -> Any:
-    """Parse the body as JSON: 415 for another content type, 413 over the limit, 400 when malformed."""
+def json_body(request: Request, *, max_bytes: int, allow_empty: bool = False, empty: Any = None) -> Any:
+    """Parse the body as JSON: 415 for another content type, 413 over the limit, 400 when malformed.
+
+    An empty body is `empty` when allowed: None for a payload (empty = null), {} for an optional options object,
+    so that an explicit `null` there can still be refused as the non-object it is."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {max_bytes} bytes")
     raw = request.stream.read(max_bytes + 1)
@@ -28,7 +29,7 @@ def json_body(request: Request, *, max_bytes: int, allow_empty: bool = False) ->
         raise PayloadTooLarge(f"body is over the limit of {max_bytes} bytes")
     if not raw.strip():
         if allow_empty:
-            return None
+            return empty
         raise MalformedJSON("the request body is empty; send a JSON document")
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
@@ -72,18 +73,11 @@ def invocation_filter(args: Any, statuses: list[str]) -> InvocationFilter:
 
 
 def time_arg(args: Any, name: str) -> datetime | None:
-    """ISO 8601 (naive means UTC) or epoch milliseconds."""
+    """ISO 8601 (naive means UTC) or epoch milliseconds, read by specs.parse_time as bodies are (TIME_SCHEMA)."""
     value = args.get(name)
     if value is None or value == "":
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise InvalidQuery(f"{name} must be ISO 8601 or epoch milliseconds, not {value!r}")
     try:
-        if value.isdigit():
-            return datetime.fromtimestamp(int(value) / 1000, timezone.utc)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
+        return parse_time(value)
+    except ValueError:
         raise InvalidQuery(f"{name} must be ISO 8601 or epoch milliseconds, not {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from taskservice.api.requests import json_body
+from taskservice.api.schemas import StorageEventsResult
 from taskservice.storage_events import StorageEvents, parse_notification
 
 storage_events_api = Blueprint("storage_events", __name__, url_prefix="/v1")
@@ -20,4 +21,4 @@ def receive() -> tuple[Response, int]:
     services = current_app.extensions["taskservice"]
     events = parse_notification(json_body(request, max_bytes=NOTIFICATION_MAX_BYTES))
     published = StorageEvents(services.triggers, services.submitter).publish(events)
-    return jsonify({"events": len(events), **published.view()}), 202
+    return jsonify(StorageEventsResult.model_validate({"events": len(events), **published.view()}).dump()), 202

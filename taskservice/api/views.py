@@ -1,10 +1,12 @@
-"""JSON shapes of ledger records, shared by the API, the CLI output and (later) the console."""
+"""JSON shapes of ledger records: each view maps a record onto its answer model (schemas.py), so what the API sends
+is what the OpenAPI document declares; a field added here and not there fails at once, not in a client."""
 from __future__ import annotations
 
 import json
 from datetime import datetime
 from typing import Any
 
+from taskservice.api import schemas
 from taskservice.clock import utcnow
 from taskservice.control import BulkResult
 from taskservice.ledger.outbox import Delivery
@@ -14,40 +16,41 @@ from taskservice.ledger.triggers import Trigger
 from taskservice.trigger_specs import TimerConfig
 
 
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
 def _decoded(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
 def function_view(fn: Function) -> dict[str, Any]:
-    return {"name": fn.name, "handler": fn.handler, "timeout_s": fn.timeout_s, "max_retries": fn.max_retries,
-            "max_event_age_s": fn.max_event_age_s, "on_success": fn.on_success, "on_failure": fn.on_failure,
-            "concurrency": fn.concurrency, "description": fn.description, "createdAt": iso(fn.created_at),
-            "updatedAt": iso(fn.updated_at)}
+    return schemas.Function(
+        name=fn.name, handler=fn.handler, timeout_s=fn.timeout_s, max_retries=fn.max_retries,
+        max_event_age_s=fn.max_event_age_s, on_success=fn.on_success, on_failure=fn.on_failure,
+        concurrency=fn.concurrency, description=fn.description, createdAt=fn.created_at,
+        updatedAt=fn.updated_at).dump()
+
+
+def _submitted(inv: Invocation) -> dict[str, Any]:
+    return {"invocationId": inv.invocation_id, "requestId": inv.request_id, "function": inv.function,
+            "status": inv.status}
 
 
 def submitted_view(inv: Invocation) -> dict[str, Any]:
-    return {"invocationId": inv.invocation_id, "requestId": inv.request_id, "function": inv.function,
-            "status": inv.status.value}
+    return schemas.Submitted(**_submitted(inv)).dump()
 
 
-def starts_at(inv: Invocation) -> str | None:
+def starts_at(inv: Invocation) -> datetime | None:
     """When a delayed invocation that has not started yet may start (None once it ran or when not delayed)."""
     if inv.not_before is not None and inv.attempts == 0 and inv.status.value == "Enqueued":
-        return iso(inv.not_before)
+        return inv.not_before
     return None
 
 
-def invocation_view(inv: Invocation, *, payload: bool = True) -> dict[str, Any]:
-    view = {
-        **submitted_view(inv),
+def _invocation_fields(inv: Invocation) -> dict[str, Any]:
+    return {
+        **_submitted(inv),
         "attempts": inv.attempts,
-        "createdAt": iso(inv.created_at),
-        "startedAt": iso(inv.started_at),
-        "finishedAt": iso(inv.finished_at),
+        "createdAt": inv.created_at,
+        "startedAt": inv.started_at,
+        "finishedAt": inv.finished_at,
         "durationMs": (None if inv.finished_at is None or inv.started_at is None
                        else round((inv.finished_at - inv.started_at).total_seconds() * 1000, 1)),
         "progress": {"percent": inv.progress_percent, "message": inv.progress_message},
@@ -56,49 +59,65 @@ def invocation_view(inv: Invocation, *, payload: bool = True) -> dict[str, Any]:
         "errorType": inv.error_type,
         "condition": inv.condition,
         "worker": inv.worker,
-        "heartbeatAt": iso(inv.heartbeat_at),
-        "leaseExpiresAt": iso(inv.lease_expires_at),
-        "nextAttemptAt": iso(inv.not_before),
+        "heartbeatAt": inv.heartbeat_at,
+        "leaseExpiresAt": inv.lease_expires_at,
+        "nextAttemptAt": inv.not_before,
         "startsAt": starts_at(inv),
         "logLines": inv.log_lines,
         "replayOf": inv.replay_of,
     }
+
+
+def invocation_view(inv: Invocation, *, payload: bool = True) -> dict[str, Any]:
+    """With its payload (InvocationState: stop, retry, the 409 body) or without (InvocationSummary: lists)."""
     if payload:
-        view["payload"] = _decoded(inv.payload)
-    return view
+        return schemas.InvocationState(**_invocation_fields(inv), payload=_decoded(inv.payload)).dump()
+    return schemas.InvocationSummary(**_invocation_fields(inv)).dump()
 
 
-def family_view(ledger: LedgerQueries, inv: Invocation) -> dict[str, Any]:
-    """The fan-out family of one invocation: who submitted it, and what it submitted."""
+def invocation_detail_view(ledger: LedgerQueries, outbox: Any, inv: Invocation) -> dict[str, Any]:
+    """GET …/invocations/{id}: the invocation with its transitions, destination deliveries and fan-out family."""
     parent = None if inv.parent_pk is None else ledger.get_by_pk(inv.parent_pk)
-    return {"parent": None if parent is None else submitted_view(parent),
-            "children": [{**submitted_view(c), "progress": {"percent": c.progress_percent}}
-                         for c in ledger.children(inv.pk)]}
+    return schemas.Invocation.model_validate({
+        **_invocation_fields(inv), "payload": _decoded(inv.payload),
+        "transitions": [transition_fields(t) for t in ledger.transitions(inv.pk)],
+        "destinations": [delivery_fields(d) for d in outbox.for_invocation(inv.pk)],
+        "parent": None if parent is None else _submitted(parent),
+        "children": [{**_submitted(c), "progress": {"percent": c.progress_percent}} for c in ledger.children(inv.pk)],
+    }).dump()
 
 
 def bulk_view(result: BulkResult) -> dict[str, Any]:
-    return {"changed": len(result.changed), "items": [submitted_view(i) for i in result.changed],
-            "refused": [{**submitted_view(i), "reason": reason} for i, reason in result.refused]}
+    return schemas.BulkResult.model_validate({
+        "changed": len(result.changed), "items": [_submitted(i) for i in result.changed],
+        "refused": [{**_submitted(i), "reason": reason} for i, reason in result.refused]}).dump()
 
 
-def delivery_view(d: Delivery) -> dict[str, Any]:
+def delivery_fields(d: Delivery) -> dict[str, Any]:
     return {"destination": d.destination, "status": d.status, "attempts": d.attempts, "lastError": d.last_error,
-            "deliveredAt": iso(d.delivered_at), "condition": d.condition}
+            "deliveredAt": d.delivered_at, "condition": d.condition}
 
 
-def dead_letter_view(d: DeadLetter) -> dict[str, Any]:
-    return {"id": d.id, "function": d.function, "invocationId": d.invocation_id, "requestId": d.request_id,
-            "condition": d.condition, "errorType": d.error_type, "createdAt": iso(d.created_at),
-            "record": json.loads(d.record)}
+def dead_letter_page_view(items: list[DeadLetter], cursor: str | None) -> dict[str, Any]:
+    return schemas.DeadLetterPage.model_validate({"items": [
+        {"id": d.id, "function": d.function, "invocationId": d.invocation_id, "requestId": d.request_id,
+         "condition": d.condition, "errorType": d.error_type, "createdAt": d.created_at,
+         "record": json.loads(d.record)} for d in items], "next_cursor": cursor}).dump()
 
 
-def transition_view(t: Transition) -> dict[str, Any]:
-    return {"from": None if t.from_status is None else t.from_status.value, "to": t.to_status.value,
-            "attempt": t.attempt, "reason": t.reason, "at": iso(t.at)}
+def transition_fields(t: Transition) -> dict[str, Any]:
+    return {"from": t.from_status, "to": t.to_status, "attempt": t.attempt, "reason": t.reason, "at": t.at}
 
 
-def log_view(line: LogLine) -> dict[str, Any]:
-    return {"attempt": line.attempt, "at": iso(line.at), "level": line.level, "message": line.message}
+def logs_view(inv: Invocation, lines: list[LogLine]) -> dict[str, Any]:
+    return schemas.Logs.model_validate({"invocationId": inv.invocation_id, "status": inv.status, "items": [
+        {"attempt": line.attempt, "at": line.at, "level": line.level, "message": line.message}
+        for line in lines]}).dump()
+
+
+def invocation_page_view(items: list[Invocation], cursor: str | None) -> dict[str, Any]:
+    return schemas.InvocationPage.model_validate({"items": [_invocation_fields(i) for i in items],
+                                                  "next_cursor": cursor}).dump()
 
 
 def trigger_view(t: Trigger) -> dict[str, Any]:
@@ -106,11 +125,16 @@ def trigger_view(t: Trigger) -> dict[str, Any]:
         return _event_trigger_view(t)
     partitions = [{"topic": key.rsplit(":", 1)[0], "partition": int(key.rsplit(":", 1)[1]), **value}
                   for key, value in sorted(t.lag.items())]
-    return {"name": t.name, "function": t.function, "topics": t.topics, "consumer_group": t.consumer_group,
-            "batch_size": t.batch_size, "batching_window_s": t.batching_window_s,
-            "starting_position": t.starting_position, "enabled": t.enabled, "description": t.description,
-            "lag": {"total": t.total_lag, "partitions": partitions}, "createdAt": iso(t.created_at),
-            "updatedAt": iso(t.updated_at), "kind": "kafka"}
+    return schemas.Trigger.model_validate({
+        "name": t.name, "function": t.function, "topics": t.topics, "consumer_group": t.consumer_group,
+        "batch_size": t.batch_size, "batching_window_s": t.batching_window_s,
+        "starting_position": t.starting_position, "enabled": t.enabled, "description": t.description,
+        "lag": {"total": t.total_lag, "partitions": partitions}, "createdAt": t.created_at,
+        "updatedAt": t.updated_at, "kind": "kafka"}).dump()
+
+
+_EVENT_TRIGGERS: dict[str, type[schemas.Answer]] = {
+    "timer": schemas.TimerTrigger, "storage": schemas.StorageTrigger, "queue": schemas.QueueTrigger}
 
 
 def _event_trigger_view(t: Trigger) -> dict[str, Any]:
@@ -119,7 +143,8 @@ def _event_trigger_view(t: Trigger) -> dict[str, Any]:
     if t.kind == "timer" and t.enabled:
         spec = t.spec()
         assert isinstance(spec, TimerConfig)
-        status["nextFireTime"] = iso(spec.schedule.next_after(utcnow()))
-    return {"name": t.name, "kind": t.kind, "function": t.function, **t.config, "enabled": t.enabled,
-            "description": t.description, "status": status, "createdAt": iso(t.created_at),
-            "updatedAt": iso(t.updated_at)}
+        status["nextFireTime"] = spec.schedule.next_after(utcnow()).isoformat()
+    return _EVENT_TRIGGERS[t.kind].model_validate({
+        "name": t.name, "kind": t.kind, "function": t.function, **t.config, "enabled": t.enabled,
+        "description": t.description, "status": status, "createdAt": t.created_at,
+        "updatedAt": t.updated_at}).dump()

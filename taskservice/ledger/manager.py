@@ -216,11 +216,14 @@ class Ledger(LedgerQueries):
         return None if row is None else Status(row.status)
 
     def append_logs(self, pk: int, attempt: int, lines: Sequence[tuple[datetime, str, str]]) -> None:
-        """Store log lines, keeping at most max_log_lines per invocation and saying so once when cut."""
+        """Store log lines, keeping at most max_log_lines per invocation and saying so once when cut. Only while
+        `attempt` is the invocation's current one: a worker that comes back after its lease was taken writes nothing."""
         if not lines:
             return
         with self.engine.begin() as conn:
-            count = conn.execute(select(INVOCATIONS.c.log_lines).where(INVOCATIONS.c.id == pk)).scalar_one_or_none()
+            count = conn.execute(select(INVOCATIONS.c.log_lines).where(
+                INVOCATIONS.c.id == pk, INVOCATIONS.c.attempts == attempt,
+                INVOCATIONS.c.status.in_([Status.RUNNING, Status.STOPPING]))).scalar_one_or_none()
             if count is None or count > self.max_log_lines:
                 return
             room = self.max_log_lines - count

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,11 @@ import pytest
 from kombu import Connection, Producer
 
 import taskservice
-from tests.conftest import REPO
 
 
 @pytest.fixture
-def dev(tmp_path: Path) -> Iterator[Any]:
-    from tests.acceptance.test_dev_output import running_dev  # the one way these tests start `taskservice dev`
-
-    with running_dev(tmp_path) as running:
-        yield running
+def dev(start_dev: Callable[..., Any]) -> Any:
+    return start_dev()
 
 
 def _until(check: Any, timeout_s: float, what: str) -> Any:
@@ -34,8 +30,9 @@ def _until(check: Any, timeout_s: float, what: str) -> Any:
     return value
 
 
-def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path) -> None:
-    assert any(line.startswith("  scheduler ") for line in dev.output())
+def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path, repo_dir: Path) -> None:
+    assert any(line.startswith("  scheduler ") for line in dev.lines())
+    data_dir = tmp_path / "dev-data-0"  # where the start_dev fixture puts its first dev's data
     client = taskservice.Client(dev.base)
     client.put_function("echo", {"handler": "workers.handlers.echo:handler"})
     client.put_trigger("tick", {"kind": "timer", "function": "echo", "cron": "@every 1s", "payload": "p"})
@@ -48,11 +45,11 @@ def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path) ->
     assert client.get("echo", ticked[0].invocation_id).result["triggerName"] == "tick"
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
-    env["TASKSERVICE_DATA_DIR"] = str(tmp_path / "data")
+    env["TASKSERVICE_DATA_DIR"] = str(data_dir)
     video = tmp_path / "a.mov"
     video.write_bytes(b"x" * 10)
     out = subprocess.run([sys.executable, "-m", "taskservice.cli", "objects", "put", "media", "in/a.mov", str(video)],
-                         cwd=REPO, env=env, capture_output=True, text=True, check=True)
+                         cwd=repo_dir, env=env, capture_output=True, text=True, check=True)
     assert "triggered files" in out.stdout
     stored = _until(lambda: [i for i in client.list(function="echo", prefix="oss_files_").items
                              if i.status == "Succeeded"], 30, "the storage trigger ran")
@@ -62,7 +59,7 @@ def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path) ->
     from taskservice.config import Settings
     from taskservice.destinations.queue import EXCHANGE, record_queue
 
-    url, options = broker_options(Settings(data_dir=tmp_path / "data"))
+    url, options = broker_options(Settings(data_dir=data_dir))
     with Connection(url, transport_options=options) as conn:
         producer = Producer(conn.default_channel, exchange=EXCHANGE)
         record_queue("inbox")(producer.channel).declare()

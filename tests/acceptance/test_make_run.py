@@ -13,21 +13,20 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import REPO, free_port, wait_for_health
-
 
 @pytest.fixture(scope="module")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def dev_server(tmp_path_factory: pytest.TempPathFactory, repo_dir: Path, free_port: Any,
+               wait_for_health: Any) -> Iterator[dict[str, Any]]:
     data_dir = tmp_path_factory.mktemp("make-run")
     port = free_port()
     log_path = data_dir / "make-run.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKSERVICE_", "MAKE"))}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["make", "run", f"PORT={port}", f"DATA_DIR={data_dir}"], cwd=REPO, env=env,
+        proc = subprocess.Popen(["make", "run", f"PORT={port}", f"DATA_DIR={data_dir}"], cwd=repo_dir, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     wait_for_health(base, proc, log_path, timeout_s=120)
-    yield {"base": base, "data_dir": data_dir, "log": log_path, "proc": proc}
+    yield {"base": base, "data_dir": data_dir, "log": log_path, "proc": proc, "repo": repo_dir}
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
 
@@ -35,7 +34,7 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 def cli(server: dict[str, Any], *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")},
            "TASKSERVICE_API_URL": server["base"]}
-    return subprocess.run([sys.executable, "-m", "taskservice.cli", *args], cwd=REPO, env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "taskservice.cli", *args], cwd=server["repo"], env=env, text=True,
                           capture_output=True, timeout=60, input=input_text)
 
 
@@ -103,8 +102,8 @@ def test_cli_bad_input_is_refused_and_changes_nothing(dev_server: dict[str, Any]
     assert "broken" not in {f["name"] for f in listed}
 
 
-def test_cli_says_clearly_when_the_api_is_not_there(tmp_path: Path) -> None:
-    result = cli({"base": f"http://127.0.0.1:{free_port()}"}, "tasks", "list")
+def test_cli_says_clearly_when_the_api_is_not_there(repo_dir: Path, free_port: Any) -> None:
+    result = cli({"base": f"http://127.0.0.1:{free_port()}", "repo": repo_dir}, "tasks", "list")
     assert result.returncode == 1
     assert "cannot reach the taskservice API" in result.stderr
 

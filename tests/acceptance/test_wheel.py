@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
-from sqlalchemy import text
 
 from taskservice import migrate
 from taskservice.db import make_engine
-from tests.conftest import PG_ADMIN_URL, REPO, free_port, require_port, wait_for_health
+
+if TYPE_CHECKING:
+    from tests.support import DevProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -47,22 +47,22 @@ class Install:
                               capture_output=True, timeout=timeout)
 
 
-def _source_files() -> list[str]:
+def _source_files(repo: Path) -> list[str]:
     """Tracked and new (not ignored) files: what a fresh clone plus this change would build from."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=repo,
                             capture_output=True, check=True).stdout.decode()
-    return [name for name in listed.split("\0") if name and (REPO / name).is_file()]
+    return [name for name in listed.split("\0") if name and (repo / name).is_file()]
 
 
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
+def installed(tmp_path_factory: pytest.TempPathFactory, repo_dir: Path) -> Install:
     """Build the wheel from a copy of the tree (an in-tree build/ could smuggle stale files into it), then install
     it with its dependencies into a new venv; once per session."""
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
-    for name in _source_files():
+    for name in _source_files(repo_dir):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, source / name)
+        shutil.copy2(repo_dir / name, source / name)
     dist = root / "dist"
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(source)],
                            capture_output=True, text=True, timeout=600)
@@ -79,26 +79,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
 
 
 def test_the_wheel_carries_migrations_templates_and_static_files_and_nothing_top_level_but_the_packages(
-        installed: Install) -> None:
+        installed: Install, repo_dir: Path) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
-    revisions = {p.name for p in (REPO / "migrations" / "versions").glob("*.py")}
+    revisions = {p.name for p in (repo_dir / "migrations" / "versions").glob("*.py")}
     assert {"taskservice/_migrations/env.py", "taskservice/_migrations/script.py.mako"} <= names
     assert {f"taskservice/_migrations/versions/{name}" for name in revisions} <= names
     for folder in ("templates", "static"):
-        shipped = {p.name for p in (REPO / "taskservice" / "console" / folder).iterdir() if p.is_file()}
+        shipped = {p.name for p in (repo_dir / "taskservice" / "console" / folder).iterdir() if p.is_file()}
         assert {f"taskservice/console/{folder}/{name}" for name in shipped} <= names, folder
     top_level = {name.split("/", 1)[0] for name in names}
     assert top_level == {"taskservice", "workers", installed.wheel.name.split("-py3")[0] + ".dist-info"}
 
 
-def test_the_installed_package_is_the_one_imported(installed: Install) -> None:
+def test_the_installed_package_is_the_one_imported(installed: Install, repo_dir: Path) -> None:
     where = subprocess.run([str(installed.venv / "bin" / "python"), "-c",
                             "import taskservice, workers, sys; print(taskservice.__file__); print(workers.__file__); "
                             "print(sys.flags.no_site, [p for p in sys.path if 'site-packages' in p])"],
                            cwd=installed.outside, env=installed.env(), capture_output=True, text=True, check=True)
     lines = where.stdout.splitlines()
     assert all(line.startswith(str(installed.venv)) for line in lines[:2]), where.stdout
-    assert str(REPO) not in where.stdout
+    assert str(repo_dir) not in where.stdout
     assert "dist-packages" not in where.stdout  # a clean venv: no system site-packages
 
 
@@ -111,26 +111,11 @@ def test_migrate_from_the_wheel_on_sqlite(installed: Install, tmp_path: Path) ->
     assert again.returncode == 0 and f"is at revision {migrate.head_revision()}" in again.stdout, again.stderr
 
 
-@pytest.fixture
-def throwaway_postgres() -> Iterator[str]:
-    require_port("127.0.0.1", 5432, "PostgreSQL")
-    name = f"ts_wheel_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(PG_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def test_migrate_from_the_wheel_on_postgres(installed: Install, tmp_path: Path, throwaway_postgres: str) -> None:
-    result = installed.run("migrate", TASKSERVICE_DATABASE_URL=throwaway_postgres,
+def test_migrate_from_the_wheel_on_postgres(installed: Install, tmp_path: Path, empty_postgres_url: str) -> None:
+    result = installed.run("migrate", TASKSERVICE_DATABASE_URL=empty_postgres_url,
                            TASKSERVICE_DATA_DIR=str(tmp_path))
     assert result.returncode == 0, result.stderr
-    engine = make_engine(throwaway_postgres)
+    engine = make_engine(empty_postgres_url)
     try:
         assert migrate.current_revision(engine) == migrate.head_revision()
         assert migrate.differences(engine) == []  # the shipped migrations build exactly the models' schema
@@ -138,28 +123,17 @@ def test_migrate_from_the_wheel_on_postgres(installed: Install, tmp_path: Path, 
         engine.dispose()
 
 
-def test_dev_from_the_wheel_runs_an_invocation_end_to_end(installed: Install, tmp_path: Path) -> None:
-    port = free_port()
-    log_path = tmp_path / "dev.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([installed.taskservice, "dev", "--port", str(port), "--data-dir",
-                                 str(tmp_path / "data")], cwd=installed.outside, env=installed.env(), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(base, proc, log_path, timeout_s=120)
-        client = {"TASKSERVICE_API_URL": base}
-        deployed = installed.run("functions", "deploy", "echo", "--handler", "workers.handlers.echo:handler",
-                                 **client)
-        assert deployed.returncode == 0, deployed.stderr
-        done = installed.run("invoke", "echo", "-e", '{"from": "wheel"}', "--invocation-id", "wheel_1", "--wait",
-                             **client)
-        assert done.returncode == 0, done.stdout + done.stderr + log_path.read_text()[-3000:]
-        assert "Succeeded after 1 attempt(s)" in done.stdout and '"wheel"' in done.stdout
-        console = requests.get(f"{base}/", timeout=10)
-        assert console.status_code == 200 and "wheel_1" in console.text  # templates came with the wheel
-        css = requests.get(f"{base}/static/console/console.css", timeout=10)
-        assert css.status_code == 200 and len(css.content) > 100  # so did the static files
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+def test_dev_from_the_wheel_runs_an_invocation_end_to_end(installed: Install,
+                                                          start_dev: Callable[..., DevProcess]) -> None:
+    dev = start_dev(program=(installed.taskservice,), cwd=installed.outside, env=installed.env())
+    client = {"TASKSERVICE_API_URL": dev.base}
+    deployed = installed.run("functions", "deploy", "echo", "--handler", "workers.handlers.echo:handler", **client)
+    assert deployed.returncode == 0, deployed.stderr
+    done = installed.run("invoke", "echo", "-e", '{"from": "wheel"}', "--invocation-id", "wheel_1", "--wait",
+                         **client)
+    assert done.returncode == 0, done.stdout + done.stderr + dev.log_path.read_text()[-3000:]
+    assert "Succeeded after 1 attempt(s)" in done.stdout and '"wheel"' in done.stdout
+    console = requests.get(f"{dev.base}/", timeout=10)
+    assert console.status_code == 200 and "wheel_1" in console.text  # templates came with the wheel
+    css = requests.get(f"{dev.base}/static/console/console.css", timeout=10)
+    assert css.status_code == 200 and len(css.content) > 100  # so did the static files

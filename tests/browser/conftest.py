@@ -7,80 +7,31 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from taskservice.config import Settings
 from taskservice.services import Services
-from tests.conftest import FAST, REPO, Backend, ServiceProcess, WorkerProcess, free_port, migrated, wait_for_health
+from tests.browser.console import ApiSession, Console
+from tests.support import Launcher
 
 CHROMIUM = os.environ.get("TASKSERVICE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-ARTIFACTS = REPO / "tests" / "artifacts"
-
-
-class ApiProcess(ServiceProcess):
-    ready_marks = (b"Listening at",)
-
-    def __init__(self, backend: Backend, port: int, log_path: Path, **overrides: Any) -> None:
-        super().__init__(backend, ["api", "--port", str(port), "--workers", "2"], log_path, **overrides)
-
-
-@dataclass
-class Console:
-    """The running service as the browser tests see it: its URL, an admin API token and the services beside it."""
-
-    base: str
-    services: Services
-    admin_secret: str
-    api: requests.Session
-
-    def token(self, role: str = "admin") -> str:
-        return self.services.tokens.create(f"browser_{uuid.uuid4().hex[:8]}", role)[1]
-
-    def deploy(self, name: str, handler: str, **config: Any) -> None:
-        answer = self.api.put(f"{self.base}/v1/functions/{name}", json={"handler": handler, **config})
-        assert answer.status_code in (200, 201), answer.text
-
-    def invoke(self, name: str, payload: Any, invocation_id: str) -> None:
-        answer = self.api.post(f"{self.base}/v1/functions/{name}/invocations", json=payload,
-                               headers={"X-Invocation-Id": invocation_id})
-        assert answer.status_code == 202, answer.text
-
-    def sign_in(self, page: Page, secret: str | None = None) -> None:
-        page.goto(f"{self.base}/login")
-        page.fill("#token", secret or self.admin_secret)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{self.base}/")
 
 
 @pytest.fixture(scope="session")
-def browser_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
-    yield from migrated(Backend("embedded", Settings(data_dir=tmp_path_factory.mktemp("browser"), **FAST)))
-
-
-@pytest.fixture(scope="session")
-def console(browser_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    logs = tmp_path_factory.mktemp("browser-logs")
-    port = free_port()
-    server = ApiProcess(browser_backend, port, logs / "api.log", auth=True)
-    worker = WorkerProcess(browser_backend, 2, logs / "worker.log")
-    services = Services.build(browser_backend.settings)
+def console(new_backend: Any, launch: Launcher) -> Iterator[Console]:
+    """`taskservice api` (sign-in required) and a worker on an embedded backend of their own."""
+    backend = new_backend("embedded")
+    server = launch.api(backend, auth=True)
+    worker = launch.worker(backend, 2)
+    services = Services.build(backend.settings)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_health(base, server.proc, server.log_path)
         secret = services.tokens.create("browser_admin", "admin")[1]
-        api = requests.Session()
-        api.headers["Authorization"] = f"Bearer {secret}"
-        yield Console(base, services, secret, api)
+        yield Console(server.base, services, secret, ApiSession(server.base, secret))
     finally:
         worker.stop()
         server.stop()
@@ -108,6 +59,13 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def screenshot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
+@pytest.fixture(scope="session")
+def screenshot(repo_dir: Any) -> Callable[[Page, str], None]:
+    """`screenshot(page, name)`: the whole page, to tests/artifacts/console-<name>.png."""
+    artifacts = repo_dir / "tests" / "artifacts"
+
+    def shoot(page: Page, name: str) -> None:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(artifacts / f"console-{name}.png"), full_page=True)
+
+    return shoot

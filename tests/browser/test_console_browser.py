@@ -3,21 +3,21 @@ stop it (its child process dies with it), retry it, replay a dead letter, and a 
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Console, screenshot
-from tests.conftest import process_gone, wait_for_status
+if TYPE_CHECKING:
+    from tests.browser.console import Console
 
 
 def fresh(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-def test_sign_in_and_out(console: Console, page: Page) -> None:
+def test_sign_in_and_out(console: Console, page: Page, screenshot: Any) -> None:
     page.goto(f"{console.base}/dashboard")
     expect(page).to_have_url(re.compile(r"/login\?next=/dashboard"))
     screenshot(page, "login")
@@ -35,14 +35,15 @@ def test_sign_in_and_out(console: Console, page: Page) -> None:
     expect(page).to_have_url(re.compile(r"/login"))
 
 
-def test_filter_the_list(console: Console, page: Page) -> None:
+def test_filter_the_list(console: Console, page: Page,
+                         deploy: Any, submit: Any, wait_for_status: Any, screenshot: Any) -> None:
     fn, other = fresh("shop"), fresh("mail")
-    console.deploy(fn, "tests.handlers:fail_until", max_retries=0)
-    console.deploy(other, "tests.handlers:counted")
+    deploy(console.api, fn, "tests.handlers:fail_until", max_retries=0)
+    deploy(console.api, other, "tests.handlers:counted")
     for n in range(3):
-        console.invoke(fn, {"succeed_on": 1}, f"order-{n}")
-    console.invoke(fn, {"succeed_on": 5}, "refund-1")  # fails: no retries
-    console.invoke(other, {}, "order-9")
+        submit(console.api, fn, {"succeed_on": 1}, f"order-{n}")
+    submit(console.api, fn, {"succeed_on": 5}, "refund-1")  # fails: no retries
+    submit(console.api, other, {}, "order-9")
     wait_for_status(console.services, fn, "refund-1", {"Failed"})
     wait_for_status(console.services, fn, "order-2", {"Succeeded"})
     console.sign_in(page)
@@ -69,11 +70,13 @@ def test_filter_the_list(console: Console, page: Page) -> None:
     expect(page.locator("#invocations")).to_contain_text("order-9")
 
 
-def test_watch_stop_and_retry_a_running_invocation(console: Console, page: Page, tmp_path: Path) -> None:
+def test_watch_stop_and_retry_a_running_invocation(console: Console, page: Page, tmp_path: Path,
+                                                   deploy: Any, submit: Any, wait_for_status: Any, process_gone: Any,
+                                                   eventually: Any, screenshot: Any) -> None:
     fn = fresh("ticker")
-    console.deploy(fn, "tests.handlers:ticker", timeout_s=600, max_retries=0)
+    deploy(console.api, fn, "tests.handlers:ticker", timeout_s=600, max_retries=0)
     pids = tmp_path / "pids"
-    console.invoke(fn, {"seconds": 120, "pids": str(pids)}, "long-job")
+    submit(console.api, fn, {"seconds": 120, "pids": str(pids)}, "long-job")
     wait_for_status(console.services, fn, "long-job", {"Running"})
     console.sign_in(page)
     page.goto(f"{console.base}/invocations/{fn}/long-job")
@@ -83,14 +86,9 @@ def test_watch_stop_and_retry_a_running_invocation(console: Console, page: Page,
     first_progress = float(progress.get_attribute("aria-valuenow") or 0)
     first_lines = page.locator("#logs span").count()
     expect(page.locator("#logs")).to_contain_text("started child process")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if (float(progress.get_attribute("aria-valuenow") or 0) > first_progress
-                and page.locator("#logs span").count() > first_lines + 5):
-            break
-        page.wait_for_timeout(200)
-    assert float(progress.get_attribute("aria-valuenow") or 0) > first_progress, "progress did not move"
-    assert page.locator("#logs span").count() > first_lines + 5, "no new log lines arrived"
+    eventually(lambda: (float(progress.get_attribute("aria-valuenow") or 0), page.locator("#logs span").count()),
+               until=lambda seen: seen[0] > first_progress and seen[1] > first_lines + 5, timeout_s=10,
+               what=f"progress to move past {first_progress} and more than {first_lines + 5} log lines (live)")
     assert page.evaluate("window.sameDocument === true")
     screenshot(page, "invocation-running")
 
@@ -117,10 +115,11 @@ def test_watch_stop_and_retry_a_running_invocation(console: Console, page: Page,
     expect(page.locator("#status-badge")).to_have_text("Stopped", timeout=20_000)
 
 
-def test_read_only_user_can_look_but_not_stop(console: Console, page: Page) -> None:
+def test_read_only_user_can_look_but_not_stop(console: Console, page: Page,
+                                              deploy: Any, submit: Any, wait_for_status: Any, screenshot: Any) -> None:
     fn = fresh("guarded")
-    console.deploy(fn, "tests.handlers:ticker", timeout_s=600)
-    console.invoke(fn, {"seconds": 60}, "watched")
+    deploy(console.api, fn, "tests.handlers:ticker", timeout_s=600)
+    submit(console.api, fn, {"seconds": 60}, "watched")
     wait_for_status(console.services, fn, "watched", {"Running"})
     console.sign_in(page, console.token("read-only"))
     page.goto(f"{console.base}/invocations/{fn}/watched")
@@ -137,13 +136,15 @@ def test_read_only_user_can_look_but_not_stop(console: Console, page: Page) -> N
     }""", f"{console.base}/invocations/{fn}/watched/stop")
     assert forged == [403, 400]
     assert console.services.ledger.get_invocation(fn, "watched").status.value == "Running"
-    console.api.post(f"{console.base}/v1/functions/{fn}/invocations/watched/stop")
+    console.api.post(f"/v1/functions/{fn}/invocations/watched/stop")
 
 
-def test_functions_dead_letters_replay_and_dashboard(console: Console, page: Page) -> None:
+def test_functions_dead_letters_replay_and_dashboard(console: Console, page: Page,
+                                                     deploy: Any, submit: Any, wait_for_status: Any,
+                                                     screenshot: Any) -> None:
     fn = fresh("flaky")
-    console.deploy(fn, "tests.handlers:fail_until", max_retries=0, on_failure="queue:browser-dlq")
-    console.invoke(fn, {"succeed_on": 2}, "first-try")
+    deploy(console.api, fn, "tests.handlers:fail_until", max_retries=0, on_failure="queue:browser-dlq")
+    submit(console.api, fn, {"succeed_on": 2}, "first-try")
     wait_for_status(console.services, fn, "first-try", {"Failed"})
     console.sign_in(page)
     page.goto(f"{console.base}/functions")

@@ -5,7 +5,9 @@ Then the same checks on broken copies, to show that they name what is wrong."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -14,55 +16,62 @@ from sqlalchemy import text
 
 from taskservice import create_app
 from taskservice.services import Services
-from tests.conftest import REPO, deploy, migrated, postgres_backend
 from tests.deploy.checks import check_compose, check_kubernetes, check_systemd, expected_image, render_kustomize
 
-DEPLOY = REPO / "deploy"
+if TYPE_CHECKING:
+    from tests.support import Backend
+
 OVERLAY = Path("k8s/overlays/example")
 
 
-def test_compose_is_valid_and_runs_real_commands_with_known_settings() -> None:
-    assert check_compose(DEPLOY / "compose.yaml") == []
+@pytest.fixture(scope="session")
+def deploy_dir(repo_dir: Path) -> Path:
+    """The repository's deploy/ folder."""
+    return repo_dir / "deploy"
 
 
-def test_the_kustomize_overlay_renders_and_its_objects_agree_with_the_code() -> None:
-    docs = render_kustomize(DEPLOY / OVERLAY)
+def test_compose_is_valid_and_runs_real_commands_with_known_settings(deploy_dir: Path) -> None:
+    assert check_compose(deploy_dir / "compose.yaml") == []
+
+
+def test_the_kustomize_overlay_renders_and_its_objects_agree_with_the_code(deploy_dir: Path) -> None:
+    docs = render_kustomize(deploy_dir / OVERLAY)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Job", "ConfigMap", "Secret", "ScaledObject", "TriggerAuthentication",
             "PodDisruptionBudget", "Service"} <= kinds
     components = {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] for d in docs
                   if d["kind"] in ("Deployment", "Job")}
     assert components == {"api", "worker", "relay", "ingest", "scheduler", "consumer", "migrate"}
-    assert check_kubernetes(docs, expected_image(DEPLOY / OVERLAY)) == []
+    assert check_kubernetes(docs, expected_image(deploy_dir / OVERLAY)) == []
 
 
-def test_the_systemd_units_verify_and_run_real_commands_with_known_settings(tmp_path: Path) -> None:
-    assert check_systemd(DEPLOY / "systemd", tmp_path) == []
+def test_the_systemd_units_verify_and_run_real_commands_with_known_settings(deploy_dir: Path, tmp_path: Path) -> None:
+    assert check_systemd(deploy_dir / "systemd", tmp_path) == []
 
 
-def test_the_keda_query_counts_what_workers_have_to_do_on_a_real_ledger(tmp_path: Path) -> None:
+def test_the_keda_query_counts_what_workers_have_to_do_on_a_real_ledger(
+        deploy_dir: Path, new_backend: Callable[..., Backend], deploy: Callable[..., Any],
+        submit: Callable[..., str]) -> None:
     """The ScaledObject's query, run as KEDA would on a migrated Postgres ledger: due and running invocations count,
     finished ones and retries still in their backoff do not."""
-    (scaled,) = [d for d in render_kustomize(DEPLOY / OVERLAY) if d["kind"] == "ScaledObject"]
+    (scaled,) = [d for d in render_kustomize(deploy_dir / OVERLAY) if d["kind"] == "ScaledObject"]
     query = scaled["spec"]["triggers"][0]["metadata"]["query"]
-    for backend in migrated(postgres_backend(tmp_path)):
-        client: FlaskClient = create_app(backend.settings).test_client()
-        deploy(client, "scaled", "workers.handlers.echo:handler")
-        for n in range(5):
-            response = client.post("/v1/functions/scaled/invocations", json={"n": n},
-                                   headers={"X-Invocation-Id": f"scaled_{n}"})
-            assert response.status_code == 202
-        services = Services.build(backend.settings)
-        try:
-            with services.engine.begin() as conn:
-                assert conn.execute(text(query)).scalar_one() == 5
-                conn.execute(text("UPDATE invocations SET status = 'Running' WHERE invocation_id = 'scaled_0'"))
-                conn.execute(text("UPDATE invocations SET status = 'Succeeded' WHERE invocation_id = 'scaled_1'"))
-                conn.execute(text("UPDATE invocations SET status = 'Retrying', not_before = now() + interval '1 hour'"
-                                  " WHERE invocation_id = 'scaled_2'"))
-                assert conn.execute(text(query)).scalar_one() == 3
-        finally:
-            services.close()
+    backend = new_backend("postgres")  # a ledger of its own: the query counts every invocation in it
+    client: FlaskClient = create_app(backend.settings).test_client()
+    deploy(client, "scaled", "workers.handlers.echo:handler")
+    for n in range(5):
+        submit(client, "scaled", {"n": n}, invocation_id=f"scaled_{n}")
+    services = Services.build(backend.settings)
+    try:
+        with services.engine.begin() as conn:
+            assert conn.execute(text(query)).scalar_one() == 5
+            conn.execute(text("UPDATE invocations SET status = 'Running' WHERE invocation_id = 'scaled_0'"))
+            conn.execute(text("UPDATE invocations SET status = 'Succeeded' WHERE invocation_id = 'scaled_1'"))
+            conn.execute(text("UPDATE invocations SET status = 'Retrying', not_before = now() + interval '1 hour'"
+                              " WHERE invocation_id = 'scaled_2'"))
+            assert conn.execute(text(query)).scalar_one() == 3
+    finally:
+        services.close()
 
 
 # --- broken copies: each check names what is wrong ---------------------------------------------------------------
@@ -103,10 +112,10 @@ BROKEN = [
 
 @pytest.mark.parametrize(("name", "old", "new", "expected"), BROKEN,
                          ids=[f"{b[0]}:{b[2].strip()[:30]}" for b in BROKEN])
-def test_a_broken_copy_is_caught_with_a_message_naming_the_fault(tmp_path: Path, name: str, old: str, new: str,
-                                                                 expected: list[str]) -> None:
+def test_a_broken_copy_is_caught_with_a_message_naming_the_fault(deploy_dir: Path, tmp_path: Path, name: str, old: str,
+                                                                 new: str, expected: list[str]) -> None:
     copy = tmp_path / "deploy"
-    shutil.copytree(DEPLOY, copy)
+    shutil.copytree(deploy_dir, copy)
     target = copy / name
     original = target.read_text()
     assert old in original, f"{name} no longer contains {old!r}: update this case"
@@ -124,12 +133,13 @@ def test_a_broken_copy_is_caught_with_a_message_naming_the_fault(tmp_path: Path,
         assert fragment in report, report or "no problem found"
 
 
-def test_the_image_is_one_non_root_debian_slim_image_with_ffmpeg_and_the_taskservice_entry_point() -> None:
-    dockerfile = (DEPLOY / "Dockerfile").read_text()
+def test_the_image_is_one_non_root_debian_slim_image_with_ffmpeg_and_the_taskservice_entry_point(
+        deploy_dir: Path) -> None:
+    dockerfile = (deploy_dir / "Dockerfile").read_text()
     stages = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
     assert len(stages) == 2 and all("-slim" in s for s in stages)  # multi-stage, Debian slim
     assert "ffmpeg" in dockerfile and "USER 10001" in dockerfile
     assert 'ENTRYPOINT ["tini", "--", "taskservice"]' in dockerfile
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    compose = yaml.safe_load((deploy_dir / "compose.yaml").read_text())
     built = {svc.get("image") for svc in compose["services"].values() if "build" in svc}
     assert len(built) == 1  # every process from one image

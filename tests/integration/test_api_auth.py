@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
@@ -16,7 +17,9 @@ from taskservice.ledger.models import API_TOKENS
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.ledger.tokens import TokenStore
 from taskservice.services import Services
-from tests.conftest import Backend
+
+if TYPE_CHECKING:
+    from tests.support import Backend
 
 
 @pytest.fixture(scope="module")

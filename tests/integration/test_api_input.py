@@ -10,7 +10,6 @@ from sqlalchemy import func, select
 
 from taskservice.ledger.models import FunctionRow, InvocationRow, TransitionRow
 from taskservice.services import Services
-from tests.conftest import deploy
 
 
 def ledger_counts(services: Services) -> tuple[int, int, int]:
@@ -32,7 +31,7 @@ def error_of(response: Any) -> dict[str, str]:
 
 
 @pytest.fixture
-def noop(app_client: FlaskClient, fn_name: str) -> str:
+def noop(app_client: FlaskClient, fn_name: str, deploy: Any) -> str:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     return fn_name
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-
-from tests.conftest import deploy
 
 
 def test_function_lifecycle(app_client: FlaskClient, fn_name: str) -> None:
@@ -24,7 +23,7 @@ def test_function_lifecycle(app_client: FlaskClient, fn_name: str) -> None:
     assert app_client.get(f"/v1/functions/{fn_name}").status_code == 404
 
 
-def test_submission_answer_and_generated_id(app_client: FlaskClient, fn_name: str) -> None:
+def test_submission_answer_and_generated_id(app_client: FlaskClient, fn_name: str, deploy: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     response = app_client.post(f"/v1/functions/{fn_name}/invocations", json={"k": [1, 2]})
     assert response.status_code == 202
@@ -38,14 +37,14 @@ def test_submission_answer_and_generated_id(app_client: FlaskClient, fn_name: st
     assert detail["transitions"][0]["to"] == "Enqueued"
 
 
-def test_empty_body_is_a_null_payload(app_client: FlaskClient, fn_name: str) -> None:
+def test_empty_body_is_a_null_payload(app_client: FlaskClient, fn_name: str, deploy: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     response = app_client.post(f"/v1/functions/{fn_name}/invocations")
     assert response.status_code == 202
     assert app_client.get(response.headers["Location"]).get_json()["payload"] is None
 
 
-def test_listing_filters_and_keyset_pagination(app_client: FlaskClient, fn_name: str) -> None:
+def test_listing_filters_and_keyset_pagination(app_client: FlaskClient, fn_name: str, deploy: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     before = datetime.now(timezone.utc) - timedelta(seconds=1)
     ids = []
@@ -75,7 +74,7 @@ def test_listing_filters_and_keyset_pagination(app_client: FlaskClient, fn_name:
     assert many.status_code == 200
 
 
-def test_prefix_is_literal_not_a_pattern(app_client: FlaskClient, fn_name: str) -> None:
+def test_prefix_is_literal_not_a_pattern(app_client: FlaskClient, fn_name: str, deploy: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     for iid in ("a_1", "ab1"):
         app_client.post(f"/v1/functions/{fn_name}/invocations", json={}, headers={"X-Invocation-Id": iid})
@@ -105,7 +104,8 @@ def test_openapi_describes_every_route(app_client: FlaskClient) -> None:
     assert time.time()  # the document is built per request from the live config
 
 
-def test_the_prefix_filter_is_case_sensitive_on_both_backends(app_client: FlaskClient, fn_name: str) -> None:
+def test_the_prefix_filter_is_case_sensitive_on_both_backends(app_client: FlaskClient, fn_name: str,
+                                                              deploy: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     for iid in ("Case_upper", "case_lower", "caseXnot_an_underscore"):
         answer = app_client.post(f"/v1/functions/{fn_name}/invocations", json={}, headers={"X-Invocation-Id": iid})

@@ -6,6 +6,7 @@ import html
 import re
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from flask import Flask
@@ -13,7 +14,9 @@ from flask.testing import FlaskClient
 
 from taskservice import create_app
 from taskservice.services import Services
-from tests.conftest import Backend
+
+if TYPE_CHECKING:
+    from tests.support import Backend
 
 
 @pytest.fixture(scope="module")

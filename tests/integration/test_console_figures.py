@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from taskservice import create_app
-from taskservice.config import Settings
 from taskservice.ledger.models import INVOCATIONS
 from taskservice.ledger.states import TERMINAL, Status
 from taskservice.ledger.stats import ConsoleStats
 from taskservice.services import Services
-from tests.conftest import FAST, Backend, deploy, migrated, postgres_backend
+
+if TYPE_CHECKING:
+    from tests.support import Backend
 
 TITLE = re.compile(r"<title>(\d\d:\d\d) UTC · (\w+): ([\d,]+)</title>")
 Y_TICK = re.compile(r'<text class="tick" x="38" y="[^"]+" text-anchor="end">([^<]+)</text>')
@@ -35,17 +36,14 @@ class Ledger:
 
 
 @pytest.fixture
-def own_ledger(backend: Backend, tmp_path: Path) -> Iterator[Ledger]:
+def own_ledger(backend: Backend, new_backend: Callable[..., Backend]) -> Iterator[Ledger]:
     """A fresh, migrated ledger of the same kind as `backend` (so the test runs once per backend)."""
-    fresh = (Backend("embedded", Settings(data_dir=tmp_path, **FAST)) if backend.name == "embedded"
-             else postgres_backend(tmp_path))
-    for b in migrated(fresh):
-        app = create_app(b.settings)
-        services: Services = app.extensions["taskservice"]
-        try:
-            yield Ledger(app.test_client(), services)
-        finally:
-            services.close()
+    app = create_app(new_backend(backend.name).settings)
+    services: Services = app.extensions["taskservice"]
+    try:
+        yield Ledger(app.test_client(), services)
+    finally:
+        services.close()
 
 
 def write(ledger: Ledger, function: str, rows: list[tuple[datetime, Status]]) -> None:
@@ -60,7 +58,7 @@ def write(ledger: Ledger, function: str, rows: list[tuple[datetime, Status]]) ->
                 started_at=created if ended else None, finished_at=created + timedelta(seconds=1) if ended else None))
 
 
-def test_per_minute_counts_and_total_on_the_dashboard(own_ledger: Ledger) -> None:
+def test_per_minute_counts_and_total_on_the_dashboard(own_ledger: Ledger, deploy: Callable[..., Any]) -> None:
     deploy(own_ledger.client, "figures", "tests.handlers:counted")
     now = datetime.now(timezone.utc)
     a = now.replace(second=0, microsecond=0) - timedelta(minutes=3)

@@ -6,6 +6,7 @@ import html
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -15,7 +16,6 @@ from taskservice.ledger.models import INVOCATIONS
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.ledger.stats import ConsoleStats
 from taskservice.services import Services
-from tests.conftest import deploy
 
 
 def csrf(client: FlaskClient, url: str) -> str:
@@ -33,20 +33,15 @@ def flashes(page: str) -> list[str]:
     return [html.unescape(m) for m in re.findall(r'class="flash flash-\w+"[^>]*>(.*?)</p>', page)]
 
 
-def submit(client: FlaskClient, fn: str, iid: str, payload: object = None) -> None:
-    answer = client.post(f"/v1/functions/{fn}/invocations", json=payload or {}, headers={"X-Invocation-Id": iid})
-    assert answer.status_code == 202, answer.get_json()
-
-
 @pytest.fixture
-def fn(app_client: FlaskClient, fn_name: str) -> str:
+def fn(app_client: FlaskClient, fn_name: str, deploy: Any) -> str:
     deploy(app_client, fn_name, "tests.handlers:counted", on_failure="queue:console-tests")
     return fn_name
 
 
-def test_list_filters_by_function_status_and_prefix_with_counts(app_client: FlaskClient, fn: str) -> None:
+def test_list_filters_by_function_status_and_prefix_with_counts(app_client: FlaskClient, fn: str, submit: Any) -> None:
     for iid in ("a-1", "a-2", "b-1"):
-        submit(app_client, fn, iid)
+        submit(app_client, fn, {}, iid)
     assert app_client.post(f"/v1/functions/{fn}/invocations/a-1/stop").status_code == 202
     page = app_client.get(f"/?function={fn}").get_data(as_text=True)
     assert ids_on(page) == ["b-1", "a-2", "a-1"]  # newest first
@@ -60,9 +55,9 @@ def test_list_filters_by_function_status_and_prefix_with_counts(app_client: Flas
     assert ids_on(past) == [] and "No invocation matches these filters." in past
 
 
-def test_older_and_newer_pages_walk_the_list_without_gaps(app_client: FlaskClient, fn: str) -> None:
+def test_older_and_newer_pages_walk_the_list_without_gaps(app_client: FlaskClient, fn: str, submit: Any) -> None:
     for n in range(7):
-        submit(app_client, fn, f"p-{n}")
+        submit(app_client, fn, {}, f"p-{n}")
     seen, url, pages = [], f"/?function={fn}&limit=3", []
     while url:
         page = app_client.get(url).get_data(as_text=True)
@@ -88,8 +83,8 @@ def test_older_and_newer_pages_walk_the_list_without_gaps(app_client: FlaskClien
     ("since=2030-01-01T00:00&until=2020-01-01T00:00", "since must be before until"),
 ])
 def test_bad_query_parameters_get_a_clear_400_page(app_client: FlaskClient, services: Services, fn: str,
-                                                   query: str, message: str) -> None:
-    submit(app_client, fn, "untouched")
+                                                   query: str, message: str, submit: Any) -> None:
+    submit(app_client, fn, {}, "untouched")
     answer = app_client.get(f"/?{query}")
     assert answer.status_code == 400 and answer.mimetype == "text/html"
     assert message in html.unescape(answer.get_data(as_text=True))
@@ -102,8 +97,8 @@ def test_unknown_invocation_is_a_404_page(app_client: FlaskClient, fn: str) -> N
 
 
 def test_invocation_page_shows_payload_timeline_logs_children_and_destinations(
-        app_client: FlaskClient, services: Services, fn: str) -> None:
-    submit(app_client, fn, "parent", {"big": ["x" * 50] * 100, "note": "<script>alert(1)</script>"})
+        app_client: FlaskClient, services: Services, fn: str, submit: Any) -> None:
+    submit(app_client, fn, {"big": ["x" * 50] * 100, "note": "<script>alert(1)</script>"}, "parent")
     parent = services.ledger.get_invocation(fn, "parent")
     services.submitter.submit(fn, {"n": 1}, invocation_id="parent-child", parent_pk=parent.pk)
     now = datetime.now(timezone.utc)
@@ -122,8 +117,8 @@ def test_invocation_page_shows_payload_timeline_logs_children_and_destinations(
 
 
 def test_live_endpoint_returns_status_progress_and_new_log_lines(app_client: FlaskClient, services: Services,
-                                                                fn: str) -> None:
-    submit(app_client, fn, "live")
+                                                                fn: str, submit: Any) -> None:
+    submit(app_client, fn, {}, "live")
     inv = services.ledger.get_invocation(fn, "live")
     now = datetime.now(timezone.utc)
     services.ledger.append_logs(inv.pk, 1, [(now, "INFO", "one"), (now, "INFO", "two")])
@@ -136,8 +131,9 @@ def test_live_endpoint_returns_status_progress_and_new_log_lines(app_client: Fla
     assert app_client.get(f"/invocations/{fn}/live/live?after=-1").status_code == 400
 
 
-def test_stop_and_retry_ask_for_confirmation_then_act(app_client: FlaskClient, services: Services, fn: str) -> None:
-    submit(app_client, fn, "act")
+def test_stop_and_retry_ask_for_confirmation_then_act(app_client: FlaskClient, services: Services, fn: str,
+                                                      submit: Any) -> None:
+    submit(app_client, fn, {}, "act")
     token = csrf(app_client, f"/invocations/{fn}/act")
     asked = app_client.post(f"/invocations/{fn}/act/stop", data={"csrf_token": token})
     assert asked.status_code == 200 and "Yes, stop" in asked.get_data(as_text=True)
@@ -157,8 +153,9 @@ def test_stop_and_retry_ask_for_confirmation_then_act(app_client: FlaskClient, s
     assert "Only an ended invocation can be retried" in flashes(refused.get_data(as_text=True))[0]
 
 
-def test_posts_without_a_valid_csrf_token_are_refused(app_client: FlaskClient, services: Services, fn: str) -> None:
-    submit(app_client, fn, "forged")
+def test_posts_without_a_valid_csrf_token_are_refused(app_client: FlaskClient, services: Services, fn: str,
+                                                      submit: Any) -> None:
+    submit(app_client, fn, {}, "forged")
     csrf(app_client, f"/invocations/{fn}/forged")  # the session has a token; the forged form does not carry it
     for data in ({"confirmed": "1"}, {"confirmed": "1", "csrf_token": "forged"}):
         answer = app_client.post(f"/invocations/{fn}/forged/stop", data=data)
@@ -168,8 +165,8 @@ def test_posts_without_a_valid_csrf_token_are_refused(app_client: FlaskClient, s
 
 
 def test_dead_letters_list_and_replay_with_an_edited_payload(app_client: FlaskClient, services: Services,
-                                                             fn: str) -> None:
-    submit(app_client, fn, "dl", {"value": 1})
+                                                             fn: str, submit: Any) -> None:
+    submit(app_client, fn, {"value": 1}, "dl")
     app_client.post(f"/v1/functions/{fn}/invocations/dl/stop")
     listing = app_client.get(f"/dead-letters?function={fn}").get_data(as_text=True)
     dead_id = int(re.search(r'href="/dead-letters/(\d+)"', listing).group(1))
@@ -196,8 +193,8 @@ def test_dead_letters_list_and_replay_with_an_edited_payload(app_client: FlaskCl
 
 
 def test_functions_page_and_dashboard_render_health_and_charts(app_client: FlaskClient, services: Services,
-                                                               fn: str) -> None:
-    submit(app_client, fn, "d-1")
+                                                               fn: str, submit: Any) -> None:
+    submit(app_client, fn, {}, "d-1")
     app_client.post(f"/v1/functions/{fn}/invocations/d-1/stop")
     functions = app_client.get("/functions").get_data(as_text=True)
     assert fn in functions and "tests.handlers:counted" in functions and "0.0 %" in functions

@@ -3,71 +3,36 @@ stop arrive at queue:, kafka:, a webhook and function:, field for field in Funct
 from __future__ import annotations
 
 import json
-import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask.testing import FlaskClient
-from kombu import Connection, Consumer
 
-from taskservice.broker import broker_options
-from taskservice.destinations.queue import record_queue
+from taskservice.ledger.manager import utcnow
 from taskservice.services import Services
-from tests.conftest import Backend, deploy, wait_for_status
-from tests.receiver import HttpReceiver
+
+if TYPE_CHECKING:
+    from tests.support import Backend
 
 KINDS = ["queue", "kafka", "webhook", "function"]
 RECORD_KEYS = {"timestamp", "requestContext", "requestPayload", "responseContext", "responsePayload"}
 
 
-def drain_queue(settings: Any, name: str, expected: int, timeout_s: float = 60) -> list[dict[str, Any]]:
-    """Consume like a real consumer would, until `expected` distinct records came (or the time is up), then until
-    the queue stays quiet for a moment, so duplicates are counted too."""
-    url, options = broker_options(settings)
-    got: list[dict[str, Any]] = []
-
-    def on_message(body: Any, message: Any) -> None:
-        got.append(body)
-        message.ack()
-
-    deadline = time.monotonic() + timeout_s
-    with Connection(url, transport_options=options) as conn:
-        with Consumer(conn.default_channel, queues=[record_queue(name)], callbacks=[on_message], accept=["json"]):
-            while time.monotonic() < deadline:
-                try:
-                    conn.drain_events(timeout=0.5)
-                except TimeoutError:
-                    if len({r["requestContext"]["requestId"] for r in got}) >= expected:
-                        break
-    return got
-
-
-def kafka_records(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> list[dict[str, Any]]:
+def kafka_records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     from taskservice.kafka import tail
 
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < expected and time.monotonic() < deadline:
-        got = [json.loads(r.value or b"null") for r in tail(bootstrap, topic, from_beginning=True, group=None,
-                                                             timeout_s=2)]
-    return got
-
-
-def wait_for(read: Any, expected: int, timeout_s: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        records = read()
-        if len(records) >= expected or time.monotonic() > deadline:
-            return list(records)
-        time.sleep(0.1)
+    return [json.loads(r.value or b"null") for r in tail(bootstrap, topic, from_beginning=True, group=None,
+                                                         timeout_s=2)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_outcome_reaches_the_destination_in_fc_format(
         kind: str, request: pytest.FixtureRequest, backend: Backend, services: Services, app_client: FlaskClient,
-        shared_worker: Any, start_relay: Any, fn_name: str, tmp_path: Path) -> None:
+        shared_worker: Any, start_relay: Any, fn_name: str, tmp_path: Path,
+        deploy: Any, wait_for_status: Any, eventually: Any, drain_queue: Any) -> None:
     sink_file = tmp_path / "sink.jsonl"
     relay_env: dict[str, Any] = {}
     receiver = None
@@ -81,8 +46,7 @@ def test_every_outcome_reaches_the_destination_in_fc_format(
         ensure_topic(broker.bootstrap, uri.split(":", 1)[1])
         relay_env["kafka_bootstrap"] = broker.bootstrap
     elif kind == "webhook":
-        receiver = HttpReceiver().__enter__()
-        request.addfinalizer(lambda: receiver.__exit__(None, None, None))
+        receiver = request.getfixturevalue("http_receiver")
         uri = f"{receiver.url}/records"
         relay_env["webhook_allow"] = "127.0.0.1/32"
     else:
@@ -107,7 +71,9 @@ def test_every_outcome_reaches_the_destination_in_fc_format(
     finally:
         parked.close()
     services.ledger.request_stop(stopped.pk)
-    time.sleep(1.2)
+    # Only once it waited past its max age may the parked invocation be rung: a worker would run it before then.
+    eventually(lambda: utcnow() - aged.created_at > timedelta(seconds=1),
+               what="the parked invocation to be older than max_event_age_s=1")
     services.ledger.reap(retention_s=backend.settings.retention_s)
     final = {
         "ok": wait_for_status(services, names["ok"], ok.invocation_id, {"Succeeded"}),
@@ -119,14 +85,18 @@ def test_every_outcome_reaches_the_destination_in_fc_format(
     if kind == "queue":
         records = drain_queue(backend.settings, uri.split(":", 1)[1], 4)
     elif kind == "kafka":
-        records = kafka_records(request.getfixturevalue("kafka_broker").bootstrap, uri.split(":", 1)[1], 4)
+        bootstrap = request.getfixturevalue("kafka_broker").bootstrap
+        records = eventually(lambda: kafka_records(bootstrap, uri.split(":", 1)[1]), until=lambda got: len(got) >= 4,
+                             timeout_s=60, what=f"4 records on {uri}")
     elif kind == "webhook":
         assert receiver is not None
-        records = wait_for(receiver.json_bodies, 4)
+        records = eventually(receiver.json_bodies, until=lambda got: len(got) >= 4, timeout_s=60,
+                             what="4 records at the webhook")
         assert {r["headers"].get("X-Request-Id") for r in receiver.requests} == {i.request_id for i in final.values()}
     else:
-        records = wait_for(lambda: [json.loads(line) for line in sink_file.read_text().splitlines()]
-                           if sink_file.exists() else [], 4)
+        records = eventually(lambda: [json.loads(line) for line in sink_file.read_text().splitlines()]
+                             if sink_file.exists() else [], until=lambda got: len(got) >= 4, timeout_s=60,
+                             what=f"4 records written by the {uri} handler")
     by_request = {r["requestContext"]["requestId"]: r for r in records}
     assert len(records) == 4 and set(by_request) == {i.request_id for i in final.values()}
 

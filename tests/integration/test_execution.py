@@ -2,30 +2,22 @@
 from __future__ import annotations
 
 import json
-import time
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask.testing import FlaskClient
 
+from taskservice.ledger.manager import utcnow
 from taskservice.services import Services
-from tests.conftest import WorkerProcess, deploy, process_gone, wait_for_status
 
-
-def submit(client: FlaskClient, fn: str, payload: Any = None, invocation_id: str | None = None) -> str:
-    headers = {"X-Invocation-Id": invocation_id} if invocation_id else {}
-    response = client.post(f"/v1/functions/{fn}/invocations", json=payload, headers=headers)
-    assert response.status_code == 202, response.get_json()
-    return str(response.get_json()["invocationId"])
-
-
-def statuses(services: Services, fn: str, iid: str) -> list[str]:
-    inv = services.ledger.get_invocation(fn, iid)
-    return [t.to_status.value for t in services.ledger.transitions(inv.pk)]
+if TYPE_CHECKING:
+    from tests.support import WorkerProcess
 
 
 def test_success_records_result_timestamps_and_history(app_client: FlaskClient, services: Services,
-                                                       shared_worker: WorkerProcess, fn_name: str) -> None:
+                                                       shared_worker: WorkerProcess, fn_name: str,
+                                                       deploy: Any, submit: Any, wait_for_status: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.echo:handler")
     iid = submit(app_client, fn_name, {"hello": "world"})
     inv = wait_for_status(services, fn_name, iid, {"Succeeded"})
@@ -41,7 +33,8 @@ def test_success_records_result_timestamps_and_history(app_client: FlaskClient, 
 
 
 def test_failures_retry_with_backoff_then_fail(app_client: FlaskClient, services: Services,
-                                               shared_worker: WorkerProcess, fn_name: str) -> None:
+                                               shared_worker: WorkerProcess, fn_name: str,
+                                               deploy: Any, submit: Any, wait_for_status: Any, statuses: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.echo:handler", max_retries=2)
     iid = submit(app_client, fn_name, {"fail": "always"})
     inv = wait_for_status(services, fn_name, iid, {"Failed"})
@@ -54,7 +47,7 @@ def test_failures_retry_with_backoff_then_fail(app_client: FlaskClient, services
 
 def test_a_failure_then_success_ends_succeeded_with_both_attempts_logged(
         app_client: FlaskClient, services: Services, shared_worker: WorkerProcess, fn_name: str,
-        tmp_path: Path) -> None:
+        tmp_path: Path, deploy: Any, submit: Any, wait_for_status: Any) -> None:
     deploy(app_client, fn_name, "tests.handlers:fail_until")
     marker = tmp_path / "runs"
     iid = submit(app_client, fn_name, {"succeed_on": 2, "marker": str(marker)})
@@ -69,7 +62,8 @@ def test_a_failure_then_success_ends_succeeded_with_both_attempts_logged(
 
 
 def test_timeout_kills_handler_and_children(app_client: FlaskClient, services: Services,
-                                            shared_worker: WorkerProcess, fn_name: str, tmp_path: Path) -> None:
+                                            shared_worker: WorkerProcess, fn_name: str, tmp_path: Path,
+                                            deploy: Any, submit: Any, wait_for_status: Any, process_gone: Any) -> None:
     deploy(app_client, fn_name, "tests.handlers:spawn_and_hang", timeout_s=1, max_retries=0)
     pids = tmp_path / "pids"
     iid = submit(app_client, fn_name, {"pids": str(pids)})
@@ -80,7 +74,8 @@ def test_timeout_kills_handler_and_children(app_client: FlaskClient, services: S
 
 
 def test_a_handler_that_cannot_be_imported_is_invalid(app_client: FlaskClient, services: Services,
-                                                      shared_worker: WorkerProcess, fn_name: str) -> None:
+                                                      shared_worker: WorkerProcess, fn_name: str,
+                                                      deploy: Any, submit: Any, wait_for_status: Any) -> None:
     deploy(app_client, fn_name, "no_such_package.module:handler")
     iid = submit(app_client, fn_name, {})
     inv = wait_for_status(services, fn_name, iid, {"Invalid"})
@@ -89,7 +84,8 @@ def test_a_handler_that_cannot_be_imported_is_invalid(app_client: FlaskClient, s
 
 
 def test_a_deleted_function_makes_waiting_invocations_invalid(app_client: FlaskClient, services: Services,
-                                                              backend: Any, fn_name: str, start_worker: Any) -> None:
+                                                              backend: Any, fn_name: str, start_worker: Any,
+                                                              deploy: Any, wait_for_status: Any) -> None:
     # A private queue with no worker yet: the invocation waits while its function is deleted.
     private = {"queue": f"{backend.settings.queue}_del"}
     from taskservice.services import Services as _Services
@@ -106,15 +102,19 @@ def test_a_deleted_function_makes_waiting_invocations_invalid(app_client: FlaskC
 
 
 def test_over_age_invocations_expire_without_running(app_client: FlaskClient, services: Services, backend: Any,
-                                                     fn_name: str, start_worker: Any, tmp_path: Path) -> None:
+                                                     fn_name: str, start_worker: Any, tmp_path: Path,
+                                                     deploy: Any, wait_for_status: Any, eventually: Any) -> None:
     private = {"queue": f"{backend.settings.queue}_age"}
     from taskservice.services import Services as _Services
     isolated = _Services.build(backend.settings.merged(**private))
     marker = tmp_path / "runs"
     try:
         deploy(app_client, fn_name, "tests.handlers:counted", max_event_age_s=1)
-        iid = isolated.submitter.submit(fn_name, {"marker": str(marker)}).invocation_id
-        time.sleep(1.5)  # no worker on this queue yet: the event ages past its limit
+        parked = isolated.submitter.submit(fn_name, {"marker": str(marker)})
+        iid = parked.invocation_id
+        # No worker on this queue yet: the event ages past its limit before one starts.
+        eventually(lambda: utcnow() - parked.created_at > timedelta(seconds=1),
+                   what="the waiting invocation to be older than max_event_age_s=1")
         start_worker(**private)
         inv = wait_for_status(services, fn_name, iid, {"Expired"})
         assert inv.condition == "EventAgeExceeded" and inv.attempts == 0
@@ -124,7 +124,8 @@ def test_over_age_invocations_expire_without_running(app_client: FlaskClient, se
 
 
 def test_logs_progress_and_child_output_are_stored(app_client: FlaskClient, services: Services,
-                                                   shared_worker: WorkerProcess, fn_name: str) -> None:
+                                                   shared_worker: WorkerProcess, fn_name: str,
+                                                   deploy: Any, submit: Any, wait_for_status: Any) -> None:
     deploy(app_client, fn_name, "tests.handlers:chatty")
     iid = submit(app_client, fn_name, {"lines": 4})
     wait_for_status(services, fn_name, iid, {"Succeeded"})
@@ -136,7 +137,8 @@ def test_logs_progress_and_child_output_are_stored(app_client: FlaskClient, serv
 
 
 def test_fan_out_children_go_through_the_submission_path(app_client: FlaskClient, services: Services,
-                                                         shared_worker: WorkerProcess, fn_name: str) -> None:
+                                                         shared_worker: WorkerProcess, fn_name: str,
+                                                         deploy: Any, submit: Any, wait_for_status: Any) -> None:
     child = f"{fn_name}_child"
     deploy(app_client, child, "workers.handlers.echo:handler")
     deploy(app_client, fn_name, "tests.handlers:fan_out")
@@ -149,7 +151,7 @@ def test_fan_out_children_go_through_the_submission_path(app_client: FlaskClient
 
 
 def test_concurrency_limit_holds(app_client: FlaskClient, services: Services, shared_worker: WorkerProcess,
-                                 fn_name: str, tmp_path: Path) -> None:
+                                 fn_name: str, tmp_path: Path, deploy: Any, submit: Any, wait_for_status: Any) -> None:
     deploy(app_client, fn_name, "tests.handlers:counted", concurrency=1)
     ids = [submit(app_client, fn_name, {"seconds": 0.5}) for _ in range(2)]
     done = [wait_for_status(services, fn_name, iid, {"Succeeded"}) for iid in ids]
@@ -160,14 +162,15 @@ def test_concurrency_limit_holds(app_client: FlaskClient, services: Services, sh
 
 def test_stopping_a_running_invocation_kills_its_process_tree(app_client: FlaskClient, services: Services,
                                                               shared_worker: WorkerProcess, fn_name: str,
-                                                              tmp_path: Path) -> None:
+                                                              tmp_path: Path, deploy: Any, submit: Any,
+                                                              wait_for_status: Any, process_gone: Any,
+                                                              eventually: Any) -> None:
     deploy(app_client, fn_name, "tests.handlers:spawn_and_hang", on_failure=None)
     pids = tmp_path / "pids"
     iid = submit(app_client, fn_name, {"pids": str(pids)})
     wait_for_status(services, fn_name, iid, {"Running"})
-    deadline = time.monotonic() + 10
-    while not pids.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: pids.exists() and pids.read_text().strip(), timeout_s=10,
+               what="the handler to record its and its child's pids")
     answer = app_client.post(f"/v1/functions/{fn_name}/invocations/{iid}/stop")
     assert answer.status_code == 202 and answer.get_json()["status"] == "Stopping"
     inv = wait_for_status(services, fn_name, iid, {"Stopped"}, timeout_s=10)

@@ -7,16 +7,14 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from taskservice.kafka import DELIVERY_TIMEOUT_MS, KafkaPublisher, KafkaRecord, KafkaUnavailable, ensure_topic, tail
-from tests.kafka_broker import KafkaBroker
 
-# Makes the session's `kafka_broker` fixture available when this module runs on its own; once tests/conftest.py
-# imports the fixture, the conftest's definition takes precedence and there is still one broker per session.
-pytest_plugins = ["tests.kafka_broker"]
+if TYPE_CHECKING:
+    from tests.kafka_broker import KafkaBroker
 
 
 def new_topic(bootstrap: str, partitions: int = 1) -> str:
@@ -27,18 +25,6 @@ def new_topic(bootstrap: str, partitions: int = 1) -> str:
 
 def read_all(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[KafkaRecord]:
     return list(tail(bootstrap, topic, from_beginning=True, group=None, timeout_s=idle_s))
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    """A broker of this test's own, for stopping and restarting without disturbing the session's broker."""
-    broker = KafkaBroker(log_dir=tmp_path)
-    try:
-        broker.start()
-    except Exception as exc:
-        pytest.fail(f"the Tansu Kafka broker could not start: {exc}", pytrace=False)
-    yield broker
-    broker.stop()
 
 
 @pytest.fixture
@@ -60,11 +46,11 @@ def test_tail_of_a_missing_topic_says_so(kafka_broker: KafkaBroker) -> None:
         read_all(kafka_broker.bootstrap, f"missing-{uuid.uuid4().hex[:10]}")
 
 
-def test_ensure_topic_without_a_cluster_raises_in_bounded_time() -> None:
-    dead = KafkaBroker()  # a free port nobody listens on
+def test_ensure_topic_without_a_cluster_raises_in_bounded_time(free_port: Any) -> None:
+    nobody = f"127.0.0.1:{free_port()}"  # a free port nobody listens on
     started = time.monotonic()
     with pytest.raises(KafkaUnavailable):
-        ensure_topic(dead.bootstrap, "nowhere", timeout_s=2)
+        ensure_topic(nobody, "nowhere", timeout_s=2)
     assert time.monotonic() - started < 10
 
 
@@ -111,13 +97,13 @@ def test_one_bad_message_does_not_fail_its_batch(kafka_broker: KafkaBroker, publ
 
 
 @pytest.mark.slow
-def test_broker_down_gives_bounded_errors_then_publishing_recovers(own_broker: KafkaBroker) -> None:
-    topic = new_topic(own_broker.bootstrap, partitions=2)
-    pub = KafkaPublisher(own_broker.bootstrap)
+def test_broker_down_gives_bounded_errors_then_publishing_recovers(own_kafka_broker: KafkaBroker) -> None:
+    topic = new_topic(own_kafka_broker.bootstrap, partitions=2)
+    pub = KafkaPublisher(own_kafka_broker.bootstrap)
     try:
         assert pub.publish_batch(topic, [(b"k", b"before")]) == [None]
 
-        own_broker.stop()
+        own_kafka_broker.stop()
         started = time.monotonic()
         try:
             results = pub.publish_batch(topic, [(b"k%d" % i, b"down") for i in range(20)])
@@ -127,17 +113,17 @@ def test_broker_down_gives_bounded_errors_then_publishing_recovers(own_broker: K
         assert all(r is not None for r in results), results
         assert elapsed < DELIVERY_TIMEOUT_MS / 1000 + 6, elapsed
 
-        own_broker.restart()  # in-memory storage: the topic and the broker's producer ids are gone
-        ensure_topic(own_broker.bootstrap, topic, partitions=2)
+        own_kafka_broker.restart()  # in-memory storage: the topic and the broker's producer ids are gone
+        ensure_topic(own_kafka_broker.bootstrap, topic, partitions=2)
         assert pub.publish_batch(topic, [(b"k%d" % i, b"after %d" % i) for i in range(20)]) == [None] * 20
     finally:
         pub.close()
-    values = sorted(r.value or b"" for r in read_all(own_broker.bootstrap, topic))
+    values = sorted(r.value or b"" for r in read_all(own_kafka_broker.bootstrap, topic))
     assert values == sorted(b"after %d" % i for i in range(20))
 
 
-def test_publisher_for_a_dead_address_errors_in_bounded_time() -> None:
-    pub = KafkaPublisher(KafkaBroker().bootstrap, {"message.timeout.ms": 2000})
+def test_publisher_for_a_dead_address_errors_in_bounded_time(free_port: Any) -> None:
+    pub = KafkaPublisher(f"127.0.0.1:{free_port()}", {"message.timeout.ms": 2000})
     started = time.monotonic()
     results = pub.publish_batch("nowhere", [(None, b"x")] * 3)
     assert all(r and r.startswith("_MSG_TIMED_OUT") for r in results), results

@@ -4,12 +4,10 @@ unusable record, one dead letter), whatever happens to the ingest process."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -18,48 +16,29 @@ from sqlalchemy import func, select
 from taskservice.kafka import KafkaPublisher, ensure_topic
 from taskservice.ledger.models import INVOCATIONS
 from taskservice.services import Services
-from tests.conftest import Backend, ServiceProcess, deploy
-from tests.kafka_broker import KafkaBroker
+
+if TYPE_CHECKING:
+    from tests.kafka_broker import KafkaBroker
+    from tests.support import IngestProcess
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 
-class IngestProcess(ServiceProcess):
-    """`taskservice ingest` as production runs it; `kill()` is the SIGKILL the tests inflict."""
-
-    ready_marks = (b"consuming",)
-
-    def __init__(self, backend: Backend, log_path: Path, **overrides: Any) -> None:
-        super().__init__(backend, ["ingest", "--loglevel", "INFO"], log_path, **overrides)
-
-
 @pytest.fixture
-def start_ingest(backend: Backend, kafka_broker: KafkaBroker, tmp_path: Path
-                 ) -> Iterator[Callable[..., IngestProcess]]:
-    started: list[IngestProcess] = []
+def make_trigger(app_client: FlaskClient, kafka_broker: KafkaBroker, deploy: Any) -> Callable[..., tuple[str, str]]:
+    """`make_trigger(function, partitions, **config)`: a new topic and a trigger from it to `function` (a noop)."""
+    def make(function: str, partitions: int, **config: Any) -> tuple[str, str]:
+        topic = f"t-{uuid.uuid4().hex[:10]}"
+        ensure_topic(kafka_broker.bootstrap, topic, partitions=partitions)
+        deploy(app_client, function, "workers.handlers.noop:handler")
+        name = f"tr_{uuid.uuid4().hex[:10]}"
+        body = {"function": function, "topics": [topic], "starting_position": "earliest", "batching_window_s": 0.2,
+                **config}
+        response = app_client.put(f"/v1/triggers/{name}", json=body)
+        assert response.status_code == 201, response.get_json()
+        return name, topic
 
-    def start(**overrides: Any) -> IngestProcess:
-        proc = IngestProcess(backend, tmp_path / f"ingest-{len(started)}.log",
-                             kafka_bootstrap=kafka_broker.bootstrap, **overrides)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
-
-
-def make_trigger(client: FlaskClient, kafka_broker: KafkaBroker, function: str, partitions: int,
-                 **config: Any) -> tuple[str, str]:
-    topic = f"t-{uuid.uuid4().hex[:10]}"
-    ensure_topic(kafka_broker.bootstrap, topic, partitions=partitions)
-    deploy(client, function, "workers.handlers.noop:handler")
-    name = f"tr_{uuid.uuid4().hex[:10]}"
-    body = {"function": function, "topics": [topic], "starting_position": "earliest", "batching_window_s": 0.2,
-            **config}
-    response = client.put(f"/v1/triggers/{name}", json=body)
-    assert response.status_code == 201, response.get_json()
-    return name, topic
+    return make
 
 
 def produce(kafka_broker: KafkaBroker, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
@@ -90,16 +69,6 @@ def invocation_count(services: Services, function: str) -> int:
                                 .where(INVOCATIONS.c.function == function)).scalar_one())
 
 
-def wait_for_offsets(services: Services, function: str, total: int, timeout_s: float = 90
-                     ) -> Counter[tuple[int, int]]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        seen = offsets_in_invocations(services, function)
-        if sum(seen.values()) >= total or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.5)
-
-
 def messages_for(n: int) -> list[tuple[bytes | None, bytes]]:
     return [(f"k{i % 97}".encode(), json.dumps({"seq": i}).encode()) for i in range(n)]
 
@@ -118,54 +87,57 @@ N = 20_000
 
 def test_20000_records_over_3_partitions_each_offset_in_exactly_one_invocation(
         app_client: FlaskClient, services: Services, kafka_broker: KafkaBroker, fn_name: str,
-        start_ingest: Callable[..., IngestProcess]) -> None:
-    name, topic = make_trigger(app_client, kafka_broker, fn_name, partitions=3, batch_size=100)
+        start_ingest: Callable[..., IngestProcess], make_trigger: Any, eventually: Any) -> None:
+    name, topic = make_trigger(fn_name, partitions=3, batch_size=100)
     produce(kafka_broker, topic, messages_for(N))
     start_ingest()
-    seen = wait_for_offsets(services, fn_name, N)
+    seen = eventually(lambda: offsets_in_invocations(services, fn_name), until=lambda got: got.total() >= N,
+                      timeout_s=90, what=f"{N} offsets in invocations")
     assert_exactly_once(seen, N)
     assert len({p for p, _ in seen}) == 3
     assert invocation_count(services, fn_name) >= N // 100
-    deadline = time.monotonic() + 15  # the lag the ingest loop reports reaches 0, visible in the API
-    while (trigger := app_client.get(f"/v1/triggers/{name}").get_json())["lag"]["total"] != 0:
-        assert time.monotonic() < deadline, trigger["lag"]
-        time.sleep(0.5)
+    # The lag the ingest loop reports reaches 0, visible in the API.
+    trigger = eventually(lambda: app_client.get(f"/v1/triggers/{name}").get_json(),
+                         until=lambda got: got["lag"]["total"] == 0, timeout_s=15, what=f"trigger {name}'s lag to be 0")
     assert {p["partition"] for p in trigger["lag"]["partitions"]} == {0, 1, 2}
 
 
 def test_sigkill_of_the_ingest_process_5_times_loses_nothing_and_duplicates_nothing(
         app_client: FlaskClient, services: Services, kafka_broker: KafkaBroker, fn_name: str,
-        start_ingest: Callable[..., IngestProcess]) -> None:
-    _name, topic = make_trigger(app_client, kafka_broker, fn_name, partitions=3, batch_size=100)
+        start_ingest: Callable[..., IngestProcess], make_trigger: Any, eventually: Any) -> None:
+    name, topic = make_trigger(fn_name, partitions=3, batch_size=100)
     produce(kafka_broker, topic, messages_for(N))
-    kills = 0
-    while kills < 5:
+    for kill in range(5):
         proc = start_ingest()
         before = invocation_count(services, fn_name)
-        deadline = time.monotonic() + 30
-        while invocation_count(services, fn_name) < before + 15 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: invocation_count(services, fn_name), until=lambda count, at=before: count >= at + 15,
+                   timeout_s=30, what=f"ingest run {kill + 1} to submit 15 invocations")
         proc.kill()  # mid-run: submissions made, commits not all made
-        kills += 1
     assert invocation_count(services, fn_name) < N // 100, "the run ended before the last kill: not a test"
     start_ingest()
-    seen = wait_for_offsets(services, fn_name, N)
-    time.sleep(1.0)  # anything submitted twice would show up now
+    seen = eventually(lambda: offsets_in_invocations(services, fn_name), until=lambda got: got.total() >= N,
+                      timeout_s=90, what=f"{N} offsets in invocations")
+    # Lag 0: the ingest loop has consumed and committed every record, so it has nothing left to submit twice.
+    eventually(lambda: app_client.get(f"/v1/triggers/{name}").get_json()["lag"],
+               until=lambda lag: lag["total"] == 0 and len(lag["partitions"]) == 3, timeout_s=15,
+               what=f"trigger {name}'s lag to be 0 on all 3 partitions")
     assert_exactly_once(offsets_in_invocations(services, fn_name), N)
     assert sum(seen.values()) == N
 
 
 def test_bad_records_become_dead_letters_and_the_trigger_keeps_going(
         app_client: FlaskClient, services: Services, kafka_broker: KafkaBroker, fn_name: str,
-        start_ingest: Callable[..., IngestProcess]) -> None:
-    _name, topic = make_trigger(app_client, kafka_broker, fn_name, partitions=1, batch_size=10)
+        start_ingest: Callable[..., IngestProcess], make_trigger: Any, eventually: Any) -> None:
+    _name, topic = make_trigger(fn_name, partitions=1, batch_size=10)
     limit = 2048
     messages: list[tuple[bytes | None, bytes]] = [(None, b'{"ok": 1}'), (None, b"\xff\xfe not utf-8"),
                                                   (None, b'{"ok": 2}'), (None, b"x" * (limit + 10)),
                                                   *[(None, json.dumps({"ok": i}).encode()) for i in range(3, 30)]]
     produce(kafka_broker, topic, messages)
     start_ingest(max_payload_bytes=limit)
-    seen = wait_for_offsets(services, fn_name, len(messages) - 2, timeout_s=30)
+    seen = eventually(lambda: offsets_in_invocations(services, fn_name),
+                      until=lambda got: got.total() >= len(messages) - 2, timeout_s=30,
+                      what=f"{len(messages) - 2} offsets in invocations")
     assert sorted(o for _, o in seen) == [0, 2, *range(4, len(messages))]
     assert max(seen.values()) == 1
     letters = {d["invocationId"]: d for d in app_client.get(f"/v1/dead-letters?function={fn_name}").get_json()[

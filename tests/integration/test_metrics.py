@@ -1,12 +1,16 @@
 """GET /metrics: Prometheus text read from the ledger, on both backends."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskservice import create_app
 from taskservice.services import Services
-from tests.conftest import Backend, WorkerProcess, deploy, wait_for_status
+
+if TYPE_CHECKING:
+    from tests.support import Backend, WorkerProcess
 
 
 def samples(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -18,7 +22,7 @@ def samples(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 
 def test_metrics_count_live_and_recently_finished_invocations(
         app_client: FlaskClient, services: Services, backend: Backend, shared_worker: WorkerProcess,
-        fn_name: str) -> None:
+        fn_name: str, deploy: Any, wait_for_status: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     done = services.submitter.submit(fn_name, {}).invocation_id
     wait_for_status(services, fn_name, done, {"Succeeded"})

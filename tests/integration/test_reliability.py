@@ -2,41 +2,38 @@
 rings, and a killed worker's invocation finished by another one."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 from flask.testing import FlaskClient
 
 from taskservice.services import Services
-from tests.conftest import REPO, Backend, deploy, free_port, process_gone, wait_for_health, wait_for_status
+
+if TYPE_CHECKING:
+    from tests.support import Backend
 
 
 @pytest.fixture
-def api_server(backend: Backend, tmp_path: Path) -> Iterator[str]:
-    """The real API under gunicorn (4 processes), as `taskservice api` runs it in production."""
-    port = free_port()
-    log = open(tmp_path / "api.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "api", "--port", str(port), "--workers", "4"],
-                            cwd=REPO, env=backend.env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    wait_for_health(base, proc, tmp_path / "api.log")
-    yield base
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=20)
-    log.close()
+def private_queue(backend: Backend, request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, str], Services]]:
+    """A queue of this module's test alone, and services that submit to it: a worker started on it is its only
+    consumer, so `settle` can tell when that worker has handled every doorbell."""
+    private = {"queue": f"{backend.settings.queue}_{request.node.name[5:25]}"}
+    isolated = Services.build(backend.settings.merged(**private))
+    yield private, isolated
+    isolated.close()
 
 
-def test_fifty_concurrent_submissions_of_one_id(api_server: str, app_client: FlaskClient, services: Services,
-                                                shared_worker: Any, fn_name: str, tmp_path: Path) -> None:
+def test_fifty_concurrent_submissions_of_one_id(app_client: FlaskClient, services: Services, start_api: Any,
+                                                start_worker: Any, private_queue: tuple[dict[str, str], Services],
+                                                fn_name: str, tmp_path: Path, deploy: Any, wait_for_status: Any,
+                                                settle: Any) -> None:
+    private, isolated = private_queue
+    api_server = start_api(workers=4, **private).base  # the real API under gunicorn, as production runs it
+    worker = start_worker(**private)
     deploy(app_client, fn_name, "tests.handlers:counted")
     marker = tmp_path / "runs"
     barrier = threading.Barrier(50)
@@ -63,22 +60,26 @@ def test_fifty_concurrent_submissions_of_one_id(api_server: str, app_client: Fla
     for code, body in answers:
         if code == 409:
             assert body["invocation"]["requestId"] == winner["requestId"]
-    inv = wait_for_status(services, fn_name, "the_one", {"Succeeded"})
-    time.sleep(1)  # give a hypothetical second execution time to show up
+    wait_for_status(services, fn_name, "the_one", {"Succeeded"})
+    settle(worker, isolated, fn_name)  # every doorbell the 50 submissions rang has been handled
     assert len(marker.read_text().splitlines()) == 1
-    assert inv.attempts == 1
+    assert services.ledger.get_invocation(fn_name, "the_one").attempts == 1
 
 
 def test_the_same_doorbell_delivered_twice_runs_once(app_client: FlaskClient, services: Services,
-                                                     shared_worker: Any, fn_name: str, tmp_path: Path) -> None:
+                                                     start_worker: Any, private_queue: tuple[dict[str, str], Services],
+                                                     fn_name: str, tmp_path: Path, deploy: Any,
+                                                     wait_for_status: Any, settle: Any) -> None:
+    private, isolated = private_queue
+    worker = start_worker(**private)
     deploy(app_client, fn_name, "tests.handlers:counted")
     marker = tmp_path / "runs"
-    inv = services.submitter.submit(fn_name, {"marker": str(marker), "seconds": 0.5})
+    inv = isolated.submitter.submit(fn_name, {"marker": str(marker), "seconds": 0.5})
     for _ in range(3):  # the same message again, as a broker redelivery would
-        services.dispatcher.ring(inv.pk)
+        isolated.dispatcher.ring(inv.pk)
     done = wait_for_status(services, fn_name, inv.invocation_id, {"Succeeded"})
-    services.dispatcher.ring(inv.pk)  # and once more after it ended
-    time.sleep(1.5)
+    isolated.dispatcher.ring(inv.pk)  # and once more after it ended
+    settle(worker, isolated, fn_name)  # all five doorbells have been handled
     assert len(marker.read_text().splitlines()) == 1
     assert done.attempts == 1
     assert services.ledger.get_by_pk(inv.pk).status.value == "Succeeded"
@@ -86,7 +87,8 @@ def test_the_same_doorbell_delivered_twice_runs_once(app_client: FlaskClient, se
 
 def test_a_worker_killed_mid_task_is_replaced_by_another(app_client: FlaskClient, services: Services,
                                                          backend: Backend, start_worker: Any, fn_name: str,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path, deploy: Any, wait_for_status: Any,
+                                                         process_gone: Any, eventually: Any) -> None:
     private = {"queue": f"{backend.settings.queue}_kill"}
     isolated = Services.build(backend.settings.merged(**private))
     marker = tmp_path / "runs"
@@ -95,8 +97,8 @@ def test_a_worker_killed_mid_task_is_replaced_by_another(app_client: FlaskClient
         first = start_worker(**private)
         inv = isolated.submitter.submit(fn_name, {"marker": str(marker), "seconds": 3})
         running = wait_for_status(services, fn_name, inv.invocation_id, {"Running"})
-        while not marker.exists():
-            time.sleep(0.05)
+        eventually(lambda: "pid=" in (marker.read_text() if marker.exists() else ""),
+                   what="the handler to record its pid")
         handler_pid = int(marker.read_text().split("pid=")[1].split()[0])
         first.kill()  # SIGKILL: no graceful shutdown, no chance to write anything
         assert process_gone(handler_pid), "the handler outlived its worker"
@@ -114,7 +116,8 @@ def test_a_worker_killed_mid_task_is_replaced_by_another(app_client: FlaskClient
 
 
 def test_a_doorbell_that_never_reached_the_broker_is_rung_by_the_reaper(
-        app_client: FlaskClient, services: Services, shared_worker: Any, fn_name: str) -> None:
+        app_client: FlaskClient, services: Services, shared_worker: Any, fn_name: str,
+        deploy: Any, wait_for_status: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     # What submit() leaves behind when the broker refuses the publish: a ledger row flagged as not dispatched.
     inv = services.ledger.create_invocation(fn_name, "lost_bell", "req-lost-bell", "{}")
@@ -124,20 +127,23 @@ def test_a_doorbell_that_never_reached_the_broker_is_rung_by_the_reaper(
 
 
 def test_finished_invocations_are_purged_after_retention_and_their_id_is_free_again(
-        app_client: FlaskClient, services: Services, shared_worker: Any, fn_name: str) -> None:
+        app_client: FlaskClient, services: Services, shared_worker: Any, fn_name: str,
+        deploy: Any, wait_for_status: Any, eventually: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     first = services.submitter.submit(fn_name, {"n": 1}, invocation_id="kept_for_a_while")
     wait_for_status(services, fn_name, "kept_for_a_while", {"Succeeded"})
     services.ledger.reap(retention_s=3600)
     assert services.ledger.get_by_pk(first.pk) is not None  # well inside retention: kept, id still taken
-    time.sleep(0.05)
-    purged = 0
-    for _ in range(100):  # each pass purges a bounded batch, oldest first; earlier tests left many behind
-        report = services.ledger.reap(retention_s=0)
-        purged += report.purged
-        if services.ledger.get_by_pk(first.pk) is None:
-            break
-    assert purged >= 1
+    purged = []
+
+    def purge_pass() -> bool:
+        """One reaper pass with no retention; each purges a bounded batch, oldest first (earlier tests left many
+        behind). Whether our invocation is gone."""
+        purged.append(services.ledger.reap(retention_s=0).purged)
+        return services.ledger.get_by_pk(first.pk) is None
+
+    eventually(purge_pass, what="the reaper to purge the invocation finished past its retention of 0 s")
+    assert sum(purged) >= 1
     assert services.ledger.get_by_pk(first.pk) is None
     assert services.ledger.transitions(first.pk) == [] and services.ledger.logs(first.pk) == []
     again = services.submitter.submit(fn_name, {"n": 2}, invocation_id="kept_for_a_while")

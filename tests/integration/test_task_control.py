@@ -3,18 +3,18 @@ worker processes: while Enqueued, while Running (process tree killed), while eve
 retries as new attempts under the same id, bulk actions by filter, and bad input that changes nothing."""
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from taskservice import create_app
 from taskservice.services import Services
-from tests.conftest import Backend, WorkerProcess, deploy, process_gone, wait_for_status
-from tests.integration.test_execution import statuses, submit
+
+if TYPE_CHECKING:
+    from tests.support import Backend, WorkerProcess
 
 
 @pytest.fixture
@@ -27,27 +27,18 @@ def private_queue(backend: Backend) -> Iterator[tuple[dict[str, str], Services]]
     isolated.close()
 
 
-def wait_for_file(path: Path, timeout_s: float = 15) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} was not written within {timeout_s}s")
-
-
 # --- stop ---------------------------------------------------------------------------------------------------------
 def test_stop_while_enqueued_with_no_worker_means_it_never_runs(
         app_client: FlaskClient, services: Services, private_queue: tuple[dict[str, str], Services],
-        start_worker: Any, fn_name: str, tmp_path: Path) -> None:
+        start_worker: Any, fn_name: str, tmp_path: Path, deploy: Any, settle: Any) -> None:
     private, isolated = private_queue
     deploy(app_client, fn_name, "tests.handlers:counted")
     marker = tmp_path / "runs"
     iid = isolated.submitter.submit(fn_name, {"marker": str(marker)}).invocation_id
     answer = app_client.post(f"/v1/functions/{fn_name}/invocations/{iid}/stop")
     assert answer.status_code == 202 and answer.get_json()["status"] == "Stopped"
-    start_worker(**private)  # its doorbell is still queued: the worker gets it and must not run it
-    time.sleep(1.5)
+    worker = start_worker(**private)  # its doorbell is still queued: the worker gets it and must not run it
+    settle(worker, isolated, fn_name)  # a sentinel queued behind the doorbell has run: the doorbell was handled
     inv = services.ledger.get_invocation(fn_name, iid)
     assert inv.status.value == "Stopped" and inv.attempts == 0 and inv.condition == "Stopped"
     assert not marker.exists()
@@ -57,13 +48,15 @@ def test_stop_while_enqueued_with_no_worker_means_it_never_runs(
 
 def test_stop_while_every_worker_is_down_takes_effect(
         app_client: FlaskClient, services: Services, private_queue: tuple[dict[str, str], Services],
-        start_worker: Any, fn_name: str, tmp_path: Path) -> None:
+        start_worker: Any, fn_name: str, tmp_path: Path,
+        deploy: Any, wait_for_status: Any, statuses: Any, process_gone: Any, eventually: Any) -> None:
     private, isolated = private_queue
     deploy(app_client, fn_name, "tests.handlers:spawn_and_hang", max_retries=3)
     pids = tmp_path / "pids"
     worker: WorkerProcess = start_worker(**private)
     iid = isolated.submitter.submit(fn_name, {"pids": str(pids), "marker": str(tmp_path / "runs")}).invocation_id
-    handler_pids = [int(p) for p in wait_for_file(pids).split()]
+    handler_pids = [int(p) for p in eventually(lambda: pids.exists() and pids.read_text().strip(), timeout_s=15,
+                                               what="the handler to record its and its child's pids").split()]
     worker.kill()  # SIGKILL: no worker of this queue is left
     answer = app_client.post(f"/v1/functions/{fn_name}/invocations/{iid}/stop")
     assert answer.status_code == 202 and answer.get_json()["status"] == "Stopping"
@@ -78,7 +71,8 @@ def test_stop_while_every_worker_is_down_takes_effect(
 
 
 def test_stopping_a_parent_stops_its_fan_out_children(app_client: FlaskClient, services: Services,
-                                                     shared_worker: WorkerProcess, fn_name: str) -> None:
+                                                     shared_worker: WorkerProcess, fn_name: str,
+                                                     deploy: Any, submit: Any, wait_for_status: Any) -> None:
     child = f"{fn_name}_child"
     deploy(app_client, child, "tests.handlers:counted")
     deploy(app_client, fn_name, "tests.handlers:fan_out_then_hang")
@@ -98,7 +92,7 @@ def test_stopping_a_parent_stops_its_fan_out_children(app_client: FlaskClient, s
 # --- retry --------------------------------------------------------------------------------------------------------
 def test_retry_runs_a_new_attempt_under_the_same_id_and_keeps_history(
         app_client: FlaskClient, services: Services, shared_worker: WorkerProcess, fn_name: str,
-        tmp_path: Path) -> None:
+        tmp_path: Path, deploy: Any, submit: Any, wait_for_status: Any, statuses: Any) -> None:
     deploy(app_client, fn_name, "tests.handlers:fail_until", max_retries=0)
     iid = submit(app_client, fn_name, {"succeed_on": 2, "marker": str(tmp_path / "runs")}, invocation_id="again")
     failed = wait_for_status(services, fn_name, iid, {"Failed"})
@@ -118,7 +112,8 @@ def test_retry_runs_a_new_attempt_under_the_same_id_and_keeps_history(
 
 
 def test_a_retried_run_gets_its_own_retry_budget(app_client: FlaskClient, services: Services,
-                                                 shared_worker: WorkerProcess, fn_name: str) -> None:
+                                                 shared_worker: WorkerProcess, fn_name: str,
+                                                 deploy: Any, submit: Any, wait_for_status: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.echo:handler", max_retries=1)
     iid = submit(app_client, fn_name, {"fail": "always"})
     assert wait_for_status(services, fn_name, iid, {"Failed"}).attempts == 2
@@ -132,7 +127,7 @@ def test_a_retried_run_gets_its_own_retry_budget(app_client: FlaskClient, servic
 
 def test_retry_refuses_live_and_succeeded_invocations_unless_asked(
         app_client: FlaskClient, services: Services, shared_worker: WorkerProcess, fn_name: str,
-        tmp_path: Path) -> None:
+        tmp_path: Path, deploy: Any, submit: Any, wait_for_status: Any, statuses: Any) -> None:
     deploy(app_client, fn_name, "tests.handlers:counted")
     done = submit(app_client, fn_name, {"marker": str(tmp_path / "runs")})
     wait_for_status(services, fn_name, done, {"Succeeded"})
@@ -156,7 +151,7 @@ def test_retry_refuses_live_and_succeeded_invocations_unless_asked(
 
 def test_retry_and_bulk_bad_input_is_refused_and_changes_nothing(
         app_client: FlaskClient, services: Services, private_queue: tuple[dict[str, str], Services],
-        fn_name: str) -> None:
+        fn_name: str, deploy: Any, statuses: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     url = f"/v1/functions/{fn_name}/invocations"
     assert app_client.post(f"{url}/nope/retry").status_code == 404
@@ -185,7 +180,7 @@ def test_retry_and_bulk_bad_input_is_refused_and_changes_nothing(
 
 
 def test_bulk_stop_and_retry_by_filter(services: Services, private_queue: tuple[dict[str, str], Services],
-                                       fn_name: str) -> None:
+                                       fn_name: str, deploy: Any, statuses: Any) -> None:
     _, isolated = private_queue  # no worker: everything stays where the bulk actions put it
     app_client = create_app(isolated.settings).test_client()  # retries ring the private queue too
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
@@ -209,7 +204,7 @@ def test_bulk_stop_and_retry_by_filter(services: Services, private_queue: tuple[
 # --- logs -----------------------------------------------------------------------------------------------------------
 def test_logs_are_bounded_per_invocation_with_a_truncation_marker(
         app_client: FlaskClient, services: Services, private_queue: tuple[dict[str, str], Services],
-        start_worker: Any, fn_name: str) -> None:
+        start_worker: Any, fn_name: str, deploy: Any, wait_for_status: Any) -> None:
     private, isolated = private_queue
     start_worker(max_log_lines=10, **private)
     deploy(app_client, fn_name, "tests.handlers:chatty")

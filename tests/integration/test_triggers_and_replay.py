@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -12,7 +13,9 @@ from sqlalchemy import func, select
 
 from taskservice.ledger.models import DEAD_LETTERS, INVOCATIONS, TRIGGERS
 from taskservice.services import Services
-from tests.conftest import WorkerProcess, deploy, wait_for_status
+
+if TYPE_CHECKING:
+    from tests.support import WorkerProcess
 
 
 def counts(services: Services) -> tuple[int, ...]:
@@ -22,7 +25,7 @@ def counts(services: Services) -> tuple[int, ...]:
 
 
 # --- triggers -----------------------------------------------------------------------------------------------------
-def test_trigger_crud(app_client: FlaskClient, fn_name: str) -> None:
+def test_trigger_crud(app_client: FlaskClient, fn_name: str, deploy: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     name = f"tr_{uuid.uuid4().hex[:8]}"
     created = app_client.put(f"/v1/triggers/{name}", json={"function": fn_name, "topics": ["orders.v1"]})
@@ -57,7 +60,7 @@ TRIGGER_CASES: list[tuple[str, Any, int, str]] = [
 @pytest.mark.parametrize("what,change,status,code", TRIGGER_CASES, ids=[c[0] for c in TRIGGER_CASES])
 def test_bad_trigger_configs_are_refused_and_change_nothing(app_client: FlaskClient, services: Services,
                                                             fn_name: str, what: str, change: dict[str, Any],
-                                                            status: int, code: str) -> None:
+                                                            status: int, code: str, deploy: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     before = counts(services)
     response = app_client.put(f"/v1/triggers/tr_{uuid.uuid4().hex[:8]}",
@@ -78,18 +81,24 @@ def test_trigger_bad_requests(app_client: FlaskClient, services: Services) -> No
 
 
 # --- replay -------------------------------------------------------------------------------------------------------
-def failed_dead_letter(app_client: FlaskClient, services: Services, fn: str) -> dict[str, Any]:
-    """A real failure: echo raising, no retries; returns its dead letter."""
-    submitted = app_client.post(f"/v1/functions/{fn}/invocations", json={"fail": "boom", "n": 1}).get_json()
-    wait_for_status(services, fn, submitted["invocationId"], {"Failed"})
-    letters = app_client.get(f"/v1/dead-letters?function={fn}").get_json()["items"]
-    return next(d for d in letters if d["invocationId"] == submitted["invocationId"])
+@pytest.fixture
+def failed_dead_letter(app_client: FlaskClient, services: Services, submit: Any,
+                       wait_for_status: Any) -> Callable[[str], dict[str, Any]]:
+    """`failed_dead_letter(fn)`: a real failure (echo raising, no retries); returns its dead letter."""
+    def fail(fn: str) -> dict[str, Any]:
+        iid = submit(app_client, fn, {"fail": "boom", "n": 1})
+        wait_for_status(services, fn, iid, {"Failed"})
+        letters = app_client.get(f"/v1/dead-letters?function={fn}").get_json()["items"]
+        return next(d for d in letters if d["invocationId"] == iid)
+
+    return fail
 
 
 def test_replay_twice_gives_one_invocation_linked_to_the_original(
-        app_client: FlaskClient, services: Services, shared_worker: WorkerProcess, fn_name: str) -> None:
+        app_client: FlaskClient, services: Services, shared_worker: WorkerProcess, fn_name: str,
+        deploy: Any, wait_for_status: Any, failed_dead_letter: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.echo:handler", max_retries=0)
-    dead = failed_dead_letter(app_client, services, fn_name)
+    dead = failed_dead_letter(fn_name)
     first = app_client.post(f"/v1/dead-letters/{dead['id']}/replay")
     assert first.status_code == 202, first.get_json()
     replay = first.get_json()
@@ -108,9 +117,10 @@ def test_replay_twice_gives_one_invocation_linked_to_the_original(
 
 
 def test_replay_with_an_edited_payload(app_client: FlaskClient, services: Services, shared_worker: WorkerProcess,
-                                       fn_name: str) -> None:
+                                       fn_name: str,
+                                       deploy: Any, wait_for_status: Any, failed_dead_letter: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.echo:handler", max_retries=0)
-    dead = failed_dead_letter(app_client, services, fn_name)
+    dead = failed_dead_letter(fn_name)
     response = app_client.post(f"/v1/dead-letters/{dead['id']}/replay", json={"payload": {"fixed": True}})
     assert response.status_code == 202, response.get_json()
     done = wait_for_status(services, fn_name, response.get_json()["invocationId"], {"Succeeded"})
@@ -118,7 +128,7 @@ def test_replay_with_an_edited_payload(app_client: FlaskClient, services: Servic
 
 
 def test_replay_many_by_filter_and_external_records(app_client: FlaskClient, services: Services, fn_name: str
-                                                    ) -> None:
+, deploy: Any) -> None:
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     for offset in range(3):  # dead letters of records that never became invocations, as Kafka ingest writes them
         services.dead_letters.reject(fn_name, f"kafka_t_0_{offset}_{offset}", json.dumps([{"offset": offset}]),

@@ -1,17 +1,15 @@
 """Migrations and models must agree, on both databases; and the chain must go down and up again cleanly."""
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect
 
 from taskservice import migrate
 from taskservice.db import make_engine
-from tests.conftest import PG_ADMIN_URL, require_port
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -21,17 +19,9 @@ def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Eng
         yield engine
         engine.dispose()
         return
-    require_port("127.0.0.1", 5432, "PostgreSQL")
-    db = f"ts_mig_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(PG_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    engine = make_engine(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}")
+    engine = make_engine(request.getfixturevalue("empty_postgres_url"))  # dropped after the test, after this
     yield engine
     engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{db}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_migrations_match_the_models(empty_engine: Engine) -> None:

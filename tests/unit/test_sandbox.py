@@ -10,7 +10,6 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import process_gone
 from workers.sandbox import Job, run_isolated
 
 
@@ -80,7 +79,7 @@ def test_a_result_that_is_not_json_is_a_failure() -> None:
     assert (outcome.kind, outcome.error_type) == ("failed", "ResultNotSerializable")
 
 
-def test_timeout_kills_the_handler_and_its_children(tmp_path: Path) -> None:
+def test_timeout_kills_the_handler_and_its_children(tmp_path: Path, process_gone: Any) -> None:
     pids = tmp_path / "pids"
     started = time.monotonic()
     outcome = run_isolated(job("tests.handlers:spawn_and_hang", {"pids": str(pids)}, timeout_s=1), Recorder())
@@ -91,7 +90,7 @@ def test_timeout_kills_the_handler_and_its_children(tmp_path: Path) -> None:
         assert process_gone(pid), f"process {pid} survived the timeout"
 
 
-def test_a_stop_from_the_worker_kills_the_tree(tmp_path: Path) -> None:
+def test_a_stop_from_the_worker_kills_the_tree(tmp_path: Path, process_gone: Any) -> None:
     pids = tmp_path / "pids"
     outcome = run_isolated(job("tests.handlers:spawn_and_hang", {"pids": str(pids)}), Recorder(stop_after_ticks=8),
                            tick_s=0.1)

@@ -1,69 +1,46 @@
-"""Fixtures of the event-source tests. Helpers that tests/conftest.py still offers as plain functions are wrapped
-here as fixtures (`deploy_fn`, `await_status`), so these tests only ever see fixtures and switching them to the
-shared fixtures later touches this file alone."""
+"""Fixtures of the event-source tests, built on the shared fixtures of tests/conftest.py (`deploy`,
+`wait_for_status`, `eventually`, `start_api`, ...): thin wrappers that bind this test's app client and services, an
+S3 API server, and `taskservice scheduler` / `consume` processes."""
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import time
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from taskservice.services import Services
-from tests.conftest import Backend, ServiceProcess, deploy, free_port, wait_for_health, wait_for_status
+from tests.support import ServiceProcess
+
+if TYPE_CHECKING:
+    from tests.support import ApiProcess, Backend
 
 
 @pytest.fixture
-def deploy_fn(app_client: FlaskClient) -> Callable[..., dict[str, Any]]:
-    def _deploy(name: str, handler: str, **config: Any) -> dict[str, Any]:
-        return deploy(app_client, name, handler, **config)
-
-    return _deploy
+def deploy_fn(app_client: FlaskClient, deploy: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """`deploy_fn(name, handler, **config)` on this test's backend."""
+    return lambda name, handler, **config: deploy(app_client, name, handler, **config)
 
 
 @pytest.fixture
-def await_status(services: Services) -> Callable[..., Any]:
-    def _await(function: str, invocation_id: str, statuses: set[str], timeout_s: float = 30.0) -> Any:
-        return wait_for_status(services, function, invocation_id, statuses, timeout_s)
-
-    return _await
-
-
-@pytest.fixture
-def eventually_true() -> Callable[..., Any]:
-    """Poll `check` until it returns something truthy (and return that), or fail after `timeout_s`."""
-    def _eventually(check: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} not met within {timeout_s}s (last: {value!r})")
-            time.sleep(0.05)
-
-    return _eventually
-
-
-class ApiProcess(ServiceProcess):
-    ready_marks = (b"Listening at", b"Booting worker")
+def await_status(services: Services, wait_for_status: Callable[..., Any]) -> Callable[..., Any]:
+    """`await_status(function, invocation_id, {"Succeeded"}, timeout_s=30)` on this test's ledger."""
+    return lambda function, invocation_id, statuses, timeout_s=30.0: wait_for_status(
+        services, function, invocation_id, statuses, timeout_s)
 
 
 @pytest.fixture
-def live_api(backend: Backend, tmp_path: Path) -> Iterator[str]:
-    """`taskservice api` (gunicorn, auth on) as production runs it; yields its base URL."""
-    port = free_port()
-    server = ApiProcess(backend, ["api", "--port", str(port), "--workers", "2"], tmp_path / "api.log", auth=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(base, server.proc, server.log_path)
-        yield base
-    finally:
-        server.stop()
+def eventually_true(eventually: Callable[..., Any]) -> Callable[..., Any]:
+    """`eventually_true(probe, timeout_s, what)`: the shared `eventually`, positional as these tests call it."""
+    return lambda probe, timeout_s=30.0, what="condition": eventually(probe, what=what, timeout_s=timeout_s)
+
+
+@pytest.fixture
+def live_api(start_api: Callable[..., ApiProcess]) -> str:
+    """`taskservice api` (gunicorn, auth on) as production runs it; its base URL."""
+    return start_api(auth=True).base
 
 
 class EventProcess(ServiceProcess):
@@ -83,16 +60,22 @@ def start_service(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., Se
 
     yield start
     for proc in started:
-        with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):
-            proc.stop()
+        proc.stop()
 
 
 @pytest.fixture(scope="session")
-def s3_url() -> Iterator[str]:
-    """moto's S3 API server (the tests' MinIO), shared with the media suite's way of starting it."""
-    from tests.integration.media.conftest import _moto_server
-
-    yield from _moto_server()
+def s3_url(free_port: Callable[[], int]) -> Iterator[str]:
+    """moto's S3 API server over HTTP (the tests' MinIO); a missing moto fails the run."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        pytest.fail(f"moto[server] is not installed ({exc}); run `make install`", pytrace=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"s3://testing:testing@127.0.0.1:{port}?secure=false&region=us-east-1"
+    server.stop()
 
 
 @pytest.fixture

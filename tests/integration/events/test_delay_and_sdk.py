@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +15,9 @@ from taskservice.cli import cli
 from taskservice.client import AuthError, ConflictError, NotFoundError, ValidationError, WaitTimeout
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.services import Services
-from tests.conftest import WorkerProcess
+
+if TYPE_CHECKING:
+    from tests.support import WorkerProcess
 
 
 def _started(services: Services, fn: str, iid: str) -> datetime:

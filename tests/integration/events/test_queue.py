@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -16,7 +16,9 @@ from taskservice.broker import broker_options
 from taskservice.destinations.queue import EXCHANGE, record_queue
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.services import Services
-from tests.conftest import Backend
+
+if TYPE_CHECKING:
+    from tests.support import Backend
 
 
 @pytest.fixture

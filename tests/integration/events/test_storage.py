@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import pytest
@@ -16,7 +16,9 @@ from flask.testing import FlaskClient
 from taskservice import create_app
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.services import Services
-from tests.conftest import Backend, WorkerProcess
+
+if TYPE_CHECKING:
+    from tests.support import Backend, WorkerProcess
 
 
 def minio_notification(bucket: str, key: str, etag: str = "d41d8cd98f00b204e9800998ecf8427e",

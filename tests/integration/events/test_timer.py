@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -15,7 +15,9 @@ from flask.testing import FlaskClient
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.ledger.records import Invocation
 from taskservice.services import Services
-from tests.conftest import WorkerProcess
+
+if TYPE_CHECKING:
+    from tests.support import WorkerProcess
 
 
 def _ticks(services: Services, fn: str) -> list[Invocation]:

@@ -10,19 +10,17 @@ import logging
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 
 from taskservice import create_app
 from taskservice.services import Services
-from taskservice.storage import Storage, open_storage
-from tests.conftest import Backend, WorkerProcess, deploy, free_port, migrated, postgres_backend, wait_for_status
+from taskservice.storage import open_storage
+from tests.integration.media.env import BUCKET, MediaEnv
+from tests.support import Launcher
 
 MEDIA_FUNCTIONS = {
     "transcode": ("workers.handlers.transcode:handler", {"timeout_s": 300, "max_retries": 1}),
@@ -32,17 +30,15 @@ MEDIA_FUNCTIONS = {
     "range-copy": ("workers.handlers.range_copy:handler", {"timeout_s": 600, "max_retries": 0}),
     "range-copy-shard": ("workers.handlers.range_copy:shard_handler", {"timeout_s": 300, "max_retries": 2}),
 }
-BUCKET = "media"
 
 
-def _moto_server() -> Iterator[str]:
+def _moto_server(port: int) -> Iterator[str]:
     """moto's S3 API served over HTTP in a thread; a missing moto fails the run."""
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
         pytest.fail(f"moto[server] is not installed ({exc}); run `make install`", pytrace=False)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request drowns a failure's report
-    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"s3://testing:testing@127.0.0.1:{port}?secure=false&region=us-east-1"
@@ -50,14 +46,14 @@ def _moto_server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def s3_url() -> Iterator[str]:
-    yield from _moto_server()
+def s3_url(free_port: Callable[[], int]) -> Iterator[str]:
+    yield from _moto_server(free_port())
 
 
 @pytest.fixture(scope="session")
-def other_s3_url() -> Iterator[str]:
+def other_s3_url(free_port: Callable[[], int]) -> Iterator[str]:
     """A second S3 endpoint (its own server, its own objects), configured on the worker as endpoint "other"."""
-    yield from _moto_server()
+    yield from _moto_server(free_port())
 
 
 @pytest.fixture(scope="session")
@@ -67,49 +63,24 @@ def ffmpeg_tools() -> None:
             pytest.fail(f"{tool} is not installed; run `make system-packages` (Debian package ffmpeg)", pytrace=False)
 
 
-@dataclass
-class MediaEnv:
-    backend: Backend
-    services: Services
-    client: FlaskClient
-    storage: Storage
-    worker: WorkerProcess
-
-    def submit(self, function: str, payload: Any, invocation_id: str) -> str:
-        response = self.client.post(f"/v1/functions/{function}/invocations", json=payload,
-                                    headers={"X-Invocation-Id": invocation_id})
-        assert response.status_code == 202, response.get_json()
-        return invocation_id
-
-    def wait(self, function: str, invocation_id: str, statuses: set[str], timeout_s: float = 90) -> Any:
-        return wait_for_status(self.services, function, invocation_id, statuses, timeout_s=timeout_s)
-
-    def fetch(self, key: str, path: Path) -> Path:
-        self.storage.download(BUCKET, key, path)
-        return path
-
-
 @pytest.fixture(scope="session")
-def media(s3_url: str, other_s3_url: str, ffmpeg_tools: None, tmp_path_factory: pytest.TempPathFactory
+def media(s3_url: str, other_s3_url: str, ffmpeg_tools: None, new_backend: Any, launch: Launcher, deploy: Any
           ) -> Iterator[MediaEnv]:
     """Postgres + RabbitMQ ledger and broker, moto S3 storage, the media functions deployed, one worker with four
     slots (a waiting parent holds one, so children need the others)."""
-    tmp = tmp_path_factory.mktemp("media")
-    base = postgres_backend(tmp)
-    base.settings = base.settings.merged(storage_url=s3_url, storage_endpoints=f"other={other_s3_url}")
-    for backend in migrated(base):
-        services = Services.build(backend.settings)
-        client = create_app(backend.settings).test_client()
-        for name, (handler, config) in MEDIA_FUNCTIONS.items():
-            deploy(client, name, handler, **config)
-        storage = open_storage(s3_url)
-        storage.ensure_bucket(BUCKET)
-        worker = WorkerProcess(backend, 4, tmp / "worker.log")
-        try:
-            yield MediaEnv(backend, services, client, storage, worker)
-        finally:
-            worker.stop()
-            services.close()
+    backend = new_backend("postgres", storage_url=s3_url, storage_endpoints=f"other={other_s3_url}")
+    services = Services.build(backend.settings)
+    client = create_app(backend.settings).test_client()
+    for name, (handler, config) in MEDIA_FUNCTIONS.items():
+        deploy(client, name, handler, **config)
+    storage = open_storage(s3_url)
+    storage.ensure_bucket(BUCKET)
+    worker = launch.worker(backend, 4)
+    try:
+        yield MediaEnv(backend, services, client, storage, worker)
+    finally:
+        worker.stop()
+        services.close()
 
 
 def make_clip(path: Path, *, seconds: int, size: str, rate: int, gop: int) -> Path:
@@ -137,18 +108,17 @@ def long_clip(media: MediaEnv, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return "inputs/long.mp4", path
 
 
-def ffmpeg_children(worker: WorkerProcess, timeout_s: float = 30) -> list[int]:
-    """Pids of ffmpeg processes running under the worker, waiting until one appears."""
+@pytest.fixture(scope="session")
+def ffmpeg_children(eventually: Any) -> Callable[..., list[int]]:
+    """`ffmpeg_children(worker, timeout_s=30)`: pids of ffmpeg processes running under the worker, once one appears."""
     import psutil
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        pids = [p.pid for p in psutil.Process(worker.proc.pid).children(recursive=True)
-                if _name(p) == "ffmpeg"]
-        if pids:
-            return pids
-        time.sleep(0.05)
-    raise AssertionError("no ffmpeg process appeared under the worker")
+    def children(worker: Any, timeout_s: float = 30) -> list[int]:
+        return eventually(lambda: [p.pid for p in psutil.Process(worker.proc.pid).children(recursive=True)
+                                   if _name(p) == "ffmpeg"], timeout_s=timeout_s,
+                          what="an ffmpeg process under the worker")
+
+    return children
 
 
 def _name(proc: Any) -> str:
@@ -158,5 +128,7 @@ def _name(proc: Any) -> str:
         return ""
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}_{os.urandom(4).hex()}"
+@pytest.fixture(scope="session")
+def unique() -> Callable[[str], str]:
+    """`unique(prefix)`: a name no other test uses, for invocation ids and object keys."""
+    return lambda prefix: f"{prefix}_{os.urandom(4).hex()}"

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from tests.conftest import deploy, process_gone
-from tests.integration.media.conftest import BUCKET, MediaEnv, ffmpeg_children, unique
 from workers.media.ffmpeg import count_frames, probe
 
+if TYPE_CHECKING:
+    from tests.integration.media.env import MediaEnv
 
-def test_fan_out_to_three_formats_reports_every_output(media: MediaEnv, short_clip: str, tmp_path: Path) -> None:
-    iid = media.submit("transcode-fanout", {"bucket": BUCKET, "object": short_clip, "output_dir": unique("fan"),
-                                            "dst_formats": ["mp4", "flv", "webm"], "preset": "ultrafast",
-                                            "resolution": "160x120"}, unique("fan"))
-    inv = media.wait("transcode-fanout", iid, {"Succeeded", "Failed", "Invalid"})
+
+def test_fan_out_to_three_formats_reports_every_output(media: MediaEnv, short_clip: str, tmp_path: Path,
+                                                       submit: Any, wait_for_status: Any, unique: Any) -> None:
+    iid = submit(media.client, "transcode-fanout", {"bucket": media.bucket, "object": short_clip,
+                                                    "output_dir": unique("fan"), "dst_formats": ["mp4", "flv", "webm"],
+                                                    "preset": "ultrafast", "resolution": "160x120"}, unique("fan"))
+    inv = wait_for_status(media.services, "transcode-fanout", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=90)
     assert inv.status.value == "Succeeded", inv.error
     result = json.loads(inv.result)
     assert sorted(o["key"].rsplit(".", 1)[1] for o in result["outputs"]) == ["flv", "mp4", "webm"]
@@ -28,31 +31,35 @@ def test_fan_out_to_three_formats_reports_every_output(media: MediaEnv, short_cl
 
 
 def test_stopping_a_fan_out_parent_stops_its_children_and_their_ffmpeg(media: MediaEnv,
-                                                                       long_clip: tuple[str, Path]) -> None:
+                                                                       long_clip: tuple[str, Path], submit: Any,
+                                                                       wait_for_status: Any, process_gone: Any,
+                                                                       unique: Any, ffmpeg_children: Any) -> None:
     key, _ = long_clip
-    iid = media.submit("transcode-fanout", {"bucket": BUCKET, "object": key, "output_dir": unique("fanstop"),
-                                            "dst_formats": ["mp4", "webm"], "preset": "veryslow",
-                                            "resolution": "640x480"}, unique("fanstop"))
+    iid = submit(media.client, "transcode-fanout", {"bucket": media.bucket, "object": key,
+                                                    "output_dir": unique("fanstop"), "dst_formats": ["mp4", "webm"],
+                                                    "preset": "veryslow", "resolution": "640x480"}, unique("fanstop"))
     for fmt in ("mp4", "webm"):
-        media.wait("transcode", f"{iid}-{fmt}", {"Running"}, timeout_s=30)
+        wait_for_status(media.services, "transcode", f"{iid}-{fmt}", {"Running"}, timeout_s=30)
     pids = ffmpeg_children(media.worker)
     assert media.client.post(f"/v1/functions/transcode-fanout/invocations/{iid}/stop").status_code == 202
-    assert media.wait("transcode-fanout", iid, {"Stopped"}, timeout_s=20).condition == "Stopped"
+    assert wait_for_status(media.services, "transcode-fanout", iid, {"Stopped"}, timeout_s=20).condition == "Stopped"
     for fmt in ("mp4", "webm"):
-        assert media.wait("transcode", f"{iid}-{fmt}", {"Stopped"}, timeout_s=20).condition == "Stopped"
+        child = wait_for_status(media.services, "transcode", f"{iid}-{fmt}", {"Stopped"}, timeout_s=20)
+        assert child.condition == "Stopped"
     for pid in pids:
         assert process_gone(pid), f"ffmpeg {pid} outlived the stop"
 
 
 def test_split_merge_keeps_every_frame_and_retries_a_failed_segment_alone(
-        media: MediaEnv, long_clip: tuple[str, Path], tmp_path: Path) -> None:
+        media: MediaEnv, long_clip: tuple[str, Path], tmp_path: Path,
+        deploy: Any, submit: Any, wait_for_status: Any, unique: Any) -> None:
     key, local_source = long_clip
     deploy(media.client, "flaky-segment", "tests.integration.media.flaky:fail_once", timeout_s=120, max_retries=2)
-    iid = media.submit("transcode-split", {"bucket": BUCKET, "object": key, "output_dir": unique("split"),
-                                           "dst_format": "mp4", "segment_seconds": 30, "preset": "ultrafast",
-                                           "segment_function": "flaky-segment"},
-                       unique("split"))
-    inv = media.wait("transcode-split", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=150)
+    iid = submit(media.client, "transcode-split", {"bucket": media.bucket, "object": key, "output_dir": unique("split"),
+                                                   "dst_format": "mp4", "segment_seconds": 30, "preset": "ultrafast",
+                                                   "segment_function": "flaky-segment"},
+                 unique("split"))
+    inv = wait_for_status(media.services, "transcode-split", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=150)
     assert inv.status.value == "Succeeded", inv.error
     assert inv.attempts == 1
     result = json.loads(inv.result)
@@ -65,7 +72,7 @@ def test_split_merge_keeps_every_frame_and_retries_a_failed_segment_alone(
     assert abs(output.duration_s - source.duration_s) <= 1 / 10  # within one frame at 10 fps
     assert (output.video_codec, output.audio_codec) == ("h264", "aac")
     assert abs(_stream_duration(merged, "a") - _stream_duration(local_source, "a")) <= 0.1  # audio in sync
-    assert media.storage.list(BUCKET, f"{result['outputs'][0]['key'].rsplit('/', 1)[0]}/_work/") == []
+    assert media.storage.list(media.bucket, f"{result['outputs'][0]['key'].rsplit('/', 1)[0]}/_work/") == []
 
 
 def _stream_duration(path: Path, kind: str) -> float:

@@ -6,11 +6,14 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from taskservice.storage import open_storage
-from tests.integration.media.conftest import BUCKET, MediaEnv, unique
+
+if TYPE_CHECKING:
+    from tests.integration.media.env import MediaEnv
 
 SIZE = 200 * 1024 * 1024
 RSS_LIMIT = 150 * 1024 * 1024
@@ -37,7 +40,9 @@ class RssSampler(threading.Thread):
                     self.peak[proc.pid] = (rss, name)
 
 
-def test_range_copy_of_200_mb_in_8_shards_verifies_and_stays_small(media: MediaEnv, tmp_path: Path) -> None:
+def test_range_copy_of_200_mb_in_8_shards_verifies_and_stays_small(media: MediaEnv, tmp_path: Path,
+                                                                   submit: Any, wait_for_status: Any,
+                                                                   unique: Any) -> None:
     source = tmp_path / "big.bin"
     digest = hashlib.sha256()
     with open(source, "wb") as fh:
@@ -46,15 +51,15 @@ def test_range_copy_of_200_mb_in_8_shards_verifies_and_stays_small(media: MediaE
             digest.update(chunk)
             fh.write(chunk)
     key = f"big/{unique('src')}.bin"
-    media.storage.upload(BUCKET, key, source)
+    media.storage.upload(media.bucket, key, source)
     source.unlink()
     dst_bucket = "media-copies"
     sampler = RssSampler(media.worker.proc.pid)
     sampler.start()
     try:
-        iid = media.submit("range-copy", {"bucket": BUCKET, "object": key, "dst_bucket": dst_bucket,
-                                          "dst_object": "copies/big.bin", "shards": 8}, unique("copy"))
-        inv = media.wait("range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=150)
+        iid = submit(media.client, "range-copy", {"bucket": media.bucket, "object": key, "dst_bucket": dst_bucket,
+                                                  "dst_object": "copies/big.bin", "shards": 8}, unique("copy"))
+        inv = wait_for_status(media.services, "range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=150)
     finally:
         sampler.done.set()
         sampler.join()
@@ -71,28 +76,31 @@ def test_range_copy_of_200_mb_in_8_shards_verifies_and_stays_small(media: MediaE
     assert not too_big, f"worker processes over 150 MB RSS (MiB): {too_big}"
 
 
-def test_range_copy_to_another_s3_endpoint(media: MediaEnv, other_s3_url: str, tmp_path: Path) -> None:
+def test_range_copy_to_another_s3_endpoint(media: MediaEnv, other_s3_url: str, tmp_path: Path,
+                                           submit: Any, wait_for_status: Any, unique: Any) -> None:
     source = tmp_path / "medium.bin"
     source.write_bytes(os.urandom(22 * 1024 * 1024))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     key = f"medium/{unique('src')}.bin"
-    media.storage.upload(BUCKET, key, source)
-    iid = media.submit("range-copy", {"bucket": BUCKET, "object": key, "dst_endpoint": "other",
-                                      "dst_bucket": "offsite", "dst_object": "copies/medium.bin", "shards": 4},
-                       unique("remote"))
-    inv = media.wait("range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=120)
+    media.storage.upload(media.bucket, key, source)
+    iid = submit(media.client, "range-copy", {"bucket": media.bucket, "object": key, "dst_endpoint": "other",
+                                              "dst_bucket": "offsite", "dst_object": "copies/medium.bin",
+                                              "shards": 4}, unique("remote"))
+    inv = wait_for_status(media.services, "range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=120)
     assert inv.status.value == "Succeeded", inv.error
     result = json.loads(inv.result)
     assert result["shards"] == 4 and result["sha256"] == digest
     other = open_storage(other_s3_url)
     assert other.sha256("offsite", "copies/medium.bin") == digest
     assert other.list("offsite", f"_work/{iid}/") == []
-    assert media.storage.list(BUCKET, "copies/") == []  # nothing written on the service's own storage
+    assert media.storage.list(media.bucket, "copies/") == []  # nothing written on the service's own storage
 
 
-def test_range_copy_to_an_unknown_endpoint_is_invalid_and_writes_nothing(media: MediaEnv) -> None:
-    iid = media.submit("range-copy", {"bucket": BUCKET, "object": "inputs/none.bin", "dst_endpoint": "nowhere",
-                                      "dst_bucket": "offsite", "dst_object": "x.bin"}, unique("nowhere"))
-    inv = media.wait("range-copy", iid, {"Succeeded", "Failed", "Invalid"})
+def test_range_copy_to_an_unknown_endpoint_is_invalid_and_writes_nothing(media: MediaEnv, submit: Any,
+                                                                         wait_for_status: Any, unique: Any) -> None:
+    iid = submit(media.client, "range-copy", {"bucket": media.bucket, "object": "inputs/none.bin",
+                                              "dst_endpoint": "nowhere", "dst_bucket": "offsite",
+                                              "dst_object": "x.bin"}, unique("nowhere"))
+    inv = wait_for_status(media.services, "range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=90)
     assert inv.status.value == "Invalid" and "unknown storage endpoint 'nowhere'" in (inv.error or "")
     assert "other" in (inv.error or "")

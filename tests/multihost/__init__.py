@@ -1,0 +1,1 @@
+"""Several hosts for real: network namespaces with a veth each, the host's Postgres and RabbitMQ through a relay."""
