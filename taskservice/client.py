@@ -89,12 +89,11 @@ class Submitted:
     request_id: str
     function: str
     status: str
-    starts_at: str | None = None
 
     @classmethod
     def from_api(cls, doc: dict[str, Any]) -> Submitted:
         return cls(invocation_id=doc["invocationId"], request_id=doc["requestId"], function=doc["function"],
-                   status=doc["status"], starts_at=doc.get("startsAt"))
+                   status=doc["status"])
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def invoke(ctx: click.Context, function: str, event: str | None, event_file: Pat
         print_json(raw)
         return
     if not as_json:
-        starts = f", starts at {submitted.starts_at}" if submitted.starts_at else ""
+        starts = f", starts in {delay_s:g}s" if delay_s else ""
         click.echo(f"invocation {submitted.invocation_id} of {function}: {status_text(submitted.status)} "
                    f"(request {submitted.request_id}{starts})")
     if wait:
