@@ -107,9 +107,11 @@ class ChaosLog:
     duplicate_answers: int = 0  # a retry answered "already exists": the earlier try had been accepted after all
     longest_submit_s: float = 0.0  # the longest one submission took, outage retries included
     submit_error: BaseException | None = None
+    outage_spans: list[tuple[float, float]] = field(default_factory=list)  # first outage error → next accepted
     worker_ready_s: list[float] = field(default_factory=list)  # restart → "reaper started"
     died_by_themselves: list[str] = field(default_factory=list)
     backlog: list[tuple[float, int]] = field(default_factory=list)  # (epoch, invocations not yet terminal)
+    pg_started: str = ""  # Postgres's start time after our own restart: a later one means someone else restarted it
 
 
 # --- ledger reads -------------------------------------------------------------------------------------------------
@@ -128,8 +130,37 @@ class Ledger:
         rows = self.rows(sql, *params)
         return int(rows[0][0] or 0) if rows else 0
 
+    def poll(self, sql: str, *params: object) -> int | None:
+        """`scalar`, or None while the database is unreachable (another engineer may restart it too)."""
+        try:
+            return self.scalar(sql, *params)
+        except psycopg.OperationalError:
+            return None
+
+    def count(self, function: str, status: str) -> int:
+        """Invocations of `function` in `status`; waits out an outage."""
+        while True:
+            value = self.poll("SELECT count(*) FROM invocations WHERE function = %s AND status = %s", function, status)
+            if value is not None:
+                return value
+            time.sleep(0.5)
+
 
 # --- processes ----------------------------------------------------------------------------------------------------
+@dataclass
+class Slot:
+    """One of the two worker places: the worker now in it, when it was launched and when it began consuming."""
+
+    worker: Launched
+    launched: float  # monotonic
+    ready_at: float | None = None
+
+    def ready(self) -> bool:
+        if self.ready_at is None and "reaper started" in self.worker.log_path.read_text(errors="replace"):
+            self.ready_at = time.monotonic()
+        return self.ready_at is not None
+
+
 class Fleet:
     """taskservice workers (2 slots each) and the relay, started, killed and restarted by the bench."""
 
@@ -138,25 +169,25 @@ class Fleet:
         self.prefix = prefix
         self.started = 0
 
-    def start_worker(self, log: ChaosLog | None = None, timeout_s: float = 60.0) -> Launched:
+    def launch_worker(self) -> Slot:
+        """Start a worker without waiting for it (see `Slot.ready`)."""
+        index, self.started = self.started, self.started + 1
+        worker = self.rig.procs.start(
+            f"{self.prefix}-worker-{index}",
+            [venv_tool("taskservice"), "worker", "-c", str(SLOTS), "--loglevel", "INFO", "--name",
+             f"{self.prefix}{index}-{self.rig.names.run_id}@%h"], extra_env=_env(WORKER_SETTINGS))
+        return Slot(worker, time.monotonic())
+
+    def start_worker(self, timeout_s: float = 60.0) -> Launched:
         """Start a worker and return once its reaper runs (Celery's worker_ready: it consumes)."""
-        for _ in range(3):
-            index, self.started = self.started, self.started + 1
-            begun = time.monotonic()
-            worker = self.rig.procs.start(
-                f"{self.prefix}-worker-{index}",
-                [venv_tool("taskservice"), "worker", "-c", str(SLOTS), "--loglevel", "INFO", "--name",
-                 f"{self.prefix}{index}-{self.rig.names.run_id}@%h"], extra_env=_env(WORKER_SETTINGS))
-            while time.monotonic() - begun < timeout_s and worker.alive():
-                if "reaper started" in worker.log_path.read_text(errors="replace"):
-                    if log is not None:
-                        log.worker_ready_s.append(time.monotonic() - begun)
-                    return worker
-                time.sleep(0.05)
-            print(f"warning: {worker.name} not ready after {time.monotonic() - begun:.1f}s "
-                  f"({worker.exit_status() or 'still starting'}); starting another:\n{worker.log_tail(8)}")
-            self.rig.procs.stop(worker, sig=signal.SIGKILL)
-        raise BenchError(f"three {self.prefix} workers in a row did not start")
+        slot = self.launch_worker()
+        while not slot.ready():
+            self.rig.procs.ensure_alive(slot.worker)
+            if time.monotonic() - slot.launched > timeout_s:
+                raise BenchError(f"{slot.worker.name} did not start within {timeout_s:.0f}s:\n"
+                                 f"{slot.worker.log_tail()}")
+            time.sleep(0.05)
+        return slot.worker
 
     def kill(self, worker: Launched) -> None:
         """SIGKILL the worker's whole process group (main process, pool, handler processes) at once, then reap."""
@@ -188,10 +219,21 @@ def deploy(settings: Settings, results_dir: Path, name: str, **config: Any) -> N
         raise BenchError(f"PUT /v1/functions/{name} answered {response.status_code}: {response.get_data(True)}")
 
 
+def _postmaster_start(ledger: Ledger) -> str:
+    """When the Postgres server started: it changes with every restart, ours or another engineer's."""
+    for _ in range(100):
+        try:
+            return str(ledger.rows("SELECT pg_postmaster_start_time()")[0][0])
+        except psycopg.OperationalError:
+            time.sleep(0.1)
+    return "unknown"
+
+
 # --- phase 1: chaos -----------------------------------------------------------------------------------------------
 def submit_steadily(services: Services, plan: Plan, marker: Path, log: ChaosLog) -> None:
     """Submit N invocations at `plan.rate`/s; an outage error is retried with the same id every 0.2 s."""
     start = time.monotonic()
+    outage_began: float | None = None
     try:
         for n in range(plan.n):
             time.sleep(max(0.0, start + n / plan.rate - time.monotonic()))  # steady; catch up after a stall
@@ -208,9 +250,13 @@ def submit_steadily(services: Services, plan: Plan, marker: Path, log: ChaosLog)
                         log.rejected[type(exc).__name__] += 1
                         break
                     log.outage_retries[type(exc).__name__] += 1
+                    outage_began = outage_began or time.time()
                     time.sleep(0.2)
                     continue
                 log.accepted[invocation_id] = time.time()
+                if outage_began is not None:
+                    log.outage_spans.append((outage_began, log.accepted[invocation_id]))
+                    outage_began = None
                 break
             log.longest_submit_s = max(log.longest_submit_s, time.monotonic() - began)
     except BaseException as exc:  # the main thread reports it
@@ -240,7 +286,11 @@ def run_chaos(rig: Rig, plan: Plan, faults: ServiceFaults, results_dir: Path, re
     fleet = Fleet(rig, "chaos")
     log = ChaosLog()
     relay = fleet.start_relay()
-    workers = [fleet.start_worker() for _ in range(WORKERS)]
+    slots = [fleet.launch_worker() for _ in range(WORKERS)]
+    for slot in slots:
+        while not slot.ready():
+            rig.procs.ensure_alive(slot.worker)
+            time.sleep(0.05)
 
     stop_watch = threading.Event()
     watcher = threading.Thread(target=watch_backlog, args=(ledger, log, stop_watch), daemon=True)
@@ -254,14 +304,27 @@ def run_chaos(rig: Rig, plan: Plan, faults: ServiceFaults, results_dir: Path, re
     started = time.monotonic()
     schedule = {0.3 * plan.window_s: "postgres", 0.6 * plan.window_s: "rabbitmq"}
     next_kill = started + plan.kill_every_s
+    pg_started = _postmaster_start(ledger)
     try:
         while time.monotonic() - started < plan.window_s or schedule:
-            time.sleep(max(0.0, next_kill - time.monotonic()))  # every ~2 s, or as soon as the last one is back
+            # A kill every ~2 s on the clock, of a worker that is consuming: the one killed before may still be
+            # starting (that takes 2-5 s here), so at times neither worker consumes.
+            while time.monotonic() < next_kill or not any(slot.ready() for slot in slots):
+                for i, slot in enumerate(slots):  # a worker that died without being killed is a finding, too
+                    if not slot.worker.alive():
+                        log.died_by_themselves.append(f"{slot.worker.name}: {slot.worker.exit_status()}")
+                        rig.procs.stop(slot.worker)
+                        slots[i] = fleet.launch_worker()
+                time.sleep(0.02)
             next_kill = time.monotonic() + plan.kill_every_s
-            victim = rng.randrange(len(workers))
-            fleet.kill(workers[victim])
+            victim = rng.choice([i for i, slot in enumerate(slots) if slot.ready()])
+            dead = slots[victim]
+            fleet.kill(dead.worker)
+            if dead.ready_at is not None:
+                log.worker_ready_s.append(dead.ready_at - dead.launched)
             now = time.time()
             log.faults.append(Fault(f"worker {victim} SIGKILLed", now, now))
+            slots[victim] = fleet.launch_worker()
             for at, service in sorted(schedule.items()):
                 if time.monotonic() - started >= at:
                     del schedule[at]
@@ -272,14 +335,15 @@ def run_chaos(rig: Rig, plan: Plan, faults: ServiceFaults, results_dir: Path, re
                     else:
                         faults.restart_rabbitmq()
                     log.faults.append(Fault(f"{service} restart", begun, time.time()))
-            workers[victim] = fleet.start_worker(log)
-            for i, worker in enumerate(workers):  # a worker that died without being killed is a finding, too
-                if not worker.alive():
-                    log.died_by_themselves.append(f"{worker.name}: {worker.exit_status()}")
-                    rig.procs.stop(worker)
-                    workers[i] = fleet.start_worker(log)
+                    if service == "postgres":
+                        pg_started = _postmaster_start(ledger)
     finally:
         faults.ensure_running()
+    log.pg_started = pg_started
+    for slot in slots:  # both workers consuming again before the settle period
+        while not slot.ready() and time.monotonic() - slot.launched < 60:
+            time.sleep(0.05)
+    workers = [slot.worker for slot in slots]
     last_fault = max(f.end for f in log.faults)
     step(f"chaos: {len(log.faults)} faults done; waiting for the submitter and for every accepted invocation "
          f"(at most {plan.settle_s:.0f}s after the last fault)")
@@ -288,20 +352,19 @@ def run_chaos(rig: Rig, plan: Plan, faults: ServiceFaults, results_dir: Path, re
         raise BenchError(f"the submitter failed: {log.submit_error!r}")
     accepted = set(log.accepted)
     deadline = last_fault + plan.settle_s
-    while time.time() < deadline:
-        with _suppress_outage():
-            if ledger.scalar("SELECT count(*) FROM invocations WHERE function = %s AND status = 'Succeeded'",
-                             CHAOS_FUNCTION) >= len(accepted):
-                break
+    while time.time() < deadline and ledger.count(CHAOS_FUNCTION, "Succeeded") < len(accepted):
         time.sleep(0.25)
     if not relay.alive():
         log.died_by_themselves.append(f"{relay.name}: {relay.exit_status()}")
         rig.procs.stop(relay)
         relay = fleet.start_relay()
     outbox_deadline = time.monotonic() + 60
-    while ledger.scalar("SELECT count(*) FROM destination_deliveries WHERE function = %s AND status = 'pending'",
-                        CHAOS_FUNCTION) and time.monotonic() < outbox_deadline:
+    while ledger.poll("SELECT count(*) FROM destination_deliveries WHERE function = %s AND status = 'pending'",
+                      CHAOS_FUNCTION) != 0 and time.monotonic() < outbox_deadline:
         time.sleep(0.25)
+    if _postmaster_start(ledger) != log.pg_started:
+        report.note("[1] WARNING: Postgres was restarted by someone else during this phase (its start time changed "
+                    "after the bench's own restart): the figures include that outage")
     stop_watch.set()
     watcher.join(timeout=5)
     step("chaos: reading the record queue")
@@ -345,16 +408,6 @@ def _drain_records(settings: Settings, name: str, quiet_s: float = 2.0) -> list[
                     conn.drain_events(timeout=quiet_s)
                 except TimeoutError:
                     return got
-
-
-class _suppress_outage:
-    """Ignore a database error while Postgres may still be coming back (polling only)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        return exc is not None and isinstance(exc, psycopg.OperationalError)
 
 
 def _chaos_figures(report: Report, plan: Plan, log: ChaosLog, ledger: Ledger, accepted: set[str],
@@ -428,9 +481,12 @@ def _chaos_figures(report: Report, plan: Plan, log: ChaosLog, ledger: Ledger, ac
     if log.died_by_themselves:
         report.note("[1] processes that died without being killed (restarted): " + "; ".join(log.died_by_themselves))
     start = log.faults[0].start if log.faults else 0.0
-    report.note("[1] faults: " + ", ".join(f"{f.what} +{f.start - start:.1f}s"
-                                           + (f" (back after {f.end - f.start:.1f}s)" if f.end > f.start else "")
-                                           for f in log.faults))
+    report.note("[1] faults: " + ", ".join(
+        f"{f.what} +{f.start - start:.1f}s" + (f" (the restart command took {f.end - f.start:.1f}s)"
+                                              if f.end > f.start else "") for f in log.faults))
+    if log.outage_spans:
+        report.note("[1] the submitter saw the ledger unreachable: " + ", ".join(
+            f"+{a - start:.1f}s for {b - a:.2f}s" for a, b in log.outage_spans))
 
 
 def _recovery_figures(report: Report, log: ChaosLog, rows: list[tuple[Any, ...]]) -> None:
@@ -472,7 +528,8 @@ def _recovery_figures(report: Report, log: ChaosLog, rows: list[tuple[Any, ...]]
             continue
         values = [cleared(f) for f in group]
         known = [v for v in values if v is not None]
-        outage = f"; the service was away {group[0].end - group[0].start:.1f}s" if group[0].end > group[0].start else ""
+        outage = (f"; the restart command took {group[0].end - group[0].start:.1f}s" if group[0].end > group[0].start
+                  else "")
         report.add(Figure("1", f"recovery after {label}: work before it all Succeeded",
                           max(known) if known and len(known) == len(values) else None, "s",
                           detail=f"cleared {text(values)} over {len(group)} fault(s); backlog back to its "
@@ -480,6 +537,20 @@ def _recovery_figures(report: Report, log: ChaosLog, rows: list[tuple[Any, ...]]
 
 
 # --- phase 2: re-rings of a queued backlog, no faults -------------------------------------------------------------
+def submit_retrying(services: Services, function: str, invocation_id: str) -> None:
+    """Submit once; if another engineer's test takes Postgres away meanwhile, the same id again."""
+    while True:
+        try:
+            services.submitter.submit(function, {}, invocation_id=invocation_id)
+            return
+        except DuplicateInvocation:
+            return
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            time.sleep(0.2)
+
+
 def run_rering(rig: Rig, plan: Plan, results_dir: Path, report: Report) -> None:
     n = plan.rering_n
     settings = rig.in_process_settings()
@@ -495,9 +566,10 @@ def run_rering(rig: Rig, plan: Plan, results_dir: Path, report: Report) -> None:
     during = Reaper(side.ledger, side.submitter, interval_s=WORKER_SETTINGS["reaper_interval_s"],
                     retention_s=retention)
     thread = during.start()
+    pg_started = _postmaster_start(ledger)
     began = time.monotonic()
-    for _ in range(n):
-        services.submitter.submit(BACKLOG_FUNCTION, {})
+    for i in range(n):
+        submit_retrying(services, BACKLOG_FUNCTION, f"backlog_{i}")
     submit_s = time.monotonic() - began
     during.stop()
     thread.join(timeout=10)
@@ -514,11 +586,15 @@ def run_rering(rig: Rig, plan: Plan, results_dir: Path, report: Report) -> None:
         time.sleep(0.3)
     span = time.monotonic() - began
     depth_after = rig.broker.depth(rig.names.ts_queue)
-    report.add(Figure("2", f"queued, no worker: Reaper.rerung over {passes} passes", reaper.rerung, f"per {n:,}",
-                      detail=f"{passes} run_once() passes over {span:.1f}s, {percentile(pass_ms, 50):.1f} ms p50 "
-                             f"per pass; a reaper beside the submitter ({submit_s:.1f}s, {n / submit_s:.0f}/s) rang "
-                             f"{during.rerung} again; queue depth {depth_before:,} before the passes, "
-                             f"{depth_after:,} after", target="0", met=reaper.rerung == 0 and during.rerung == 0))
+    report.add(Figure("2", f"queued, no worker: Reaper.rerung over {passes} passes after submitting", reaper.rerung,
+                      f"of {n:,}", detail=f"{passes} run_once() passes over {span:.1f}s (the grace is "
+                                          f"{SILENT_GRACE_S:g}s), {percentile(pass_ms, 50):.1f} ms p50 per pass; "
+                                          f"queue depth {depth_before:,} before the passes, {depth_after:,} after",
+                      target="0", met=reaper.rerung == 0))
+    report.add(Figure("2", "queued, no worker: rung again by a reaper beside the submitter", during.rerung,
+                      f"of {n:,}", detail=f"the reaper ran every {WORKER_SETTINGS['reaper_interval_s']:g}s while the "
+                                          f"{n:,} were submitted ({submit_s:.1f}s, {n / submit_s:.0f}/s)",
+                      target="0", met=during.rerung == 0))
 
     step(f"re-rings: {WORKERS} workers drain the {n:,} with a reaper beside them")
     beside = Reaper(side.ledger, side.submitter, interval_s=WORKER_SETTINGS["reaper_interval_s"],
@@ -528,8 +604,7 @@ def run_rering(rig: Rig, plan: Plan, results_dir: Path, report: Report) -> None:
     launched_at = time.time()
     workers = [fleet.start_worker() for _ in range(WORKERS)]
     deadline = time.monotonic() + max(600.0, n / 10)
-    while ledger.scalar("SELECT count(*) FROM invocations WHERE function = %s AND status = 'Succeeded'",
-                        BACKLOG_FUNCTION) < n:
+    while ledger.count(BACKLOG_FUNCTION, "Succeeded") < n:
         for worker in workers:
             rig.procs.ensure_alive(worker)
         if time.monotonic() > deadline:
@@ -555,6 +630,9 @@ def run_rering(rig: Rig, plan: Plan, results_dir: Path, report: Report) -> None:
     report.add(Figure("2", f"taskservice: drain of {n:,} queued no-ops, first → last completion", ts_drain, "s",
                       detail=f"{n / ts_drain:.0f}/s; {float(last) - launched_at:.1f}s from launching "
                              f"{WORKERS} workers x {SLOTS} slots"))
+    if _postmaster_start(ledger) != pg_started:
+        report.note("[2] WARNING: Postgres was restarted by someone else during this phase: the figures include "
+                    "that outage")
     _bare_drain(rig, report, n, ts_drain)
 
 
