@@ -348,7 +348,7 @@ def run_chaos(rig: Rig, plan: Plan, faults: ServiceFaults, results_dir: Path, re
     workers = [slot.worker for slot in slots]
     last_fault = max(f.end for f in log.faults)
     step(f"chaos: {len(log.faults)} faults done; waiting for the submitter and for every accepted invocation "
-         f"(at most {plan.settle_s:.0f}s after the last fault)")
+         f"(until none has Succeeded for {plan.settle_s:.0f}s)")
     submitter.join(timeout=plan.window_s + 120)
     if log.submit_error is not None:
         raise BenchError(f"the submitter failed: {log.submit_error!r}")
@@ -376,6 +376,8 @@ def run_chaos(rig: Rig, plan: Plan, faults: ServiceFaults, results_dir: Path, re
                     "after the bench's own restart): the figures include that outage")
     stop_watch.set()
     watcher.join(timeout=5)
+    (results_dir / "backlog.csv").write_text("epoch,not_terminal\n" + "".join(f"{t:.2f},{n}\n" for t, n in
+                                                                           log.backlog))
     step("chaos: reading the record queue")
     delivered = _drain_records(settings, records_queue)
     for launched in (*workers, relay):
@@ -441,8 +443,13 @@ def _chaos_figures(report: Report, plan: Plan, log: ChaosLog, ledger: Ledger, ac
                       "invocations", detail=f"waited until no invocation had Succeeded for {plan.settle_s:.0f}s"
                                             + (f"; by status {dict(statuses)}: {', '.join(lost[:10])}" if lost else ""),
                       target="0", met=not lost))
+    at_last = [n for t, n in log.backlog if t <= last_fault]
+    zero_attempts = sum(1 for i in stuck if i in by_id and i in done and int(by_id[i][3]) == 1)
     report.add(Figure("1", f"stuck (not Succeeded {STUCK_AFTER_S:.0f}s after the last fault)", len(stuck),
-                      "invocations", detail=", ".join(stuck[:10]), target="0", met=not stuck))
+                      "invocations", detail=f"{at_last[-1] if at_last else '?'} invocations were not yet terminal at "
+                                            f"the last fault; {zero_attempts} of the stuck ran only once (queued, "
+                                            f"not retried); e.g. {', '.join(stuck[:6])}" if stuck else "",
+                      target="0", met=not stuck))
 
     per_request = ledger.rows("SELECT request_id, count(*) FROM destination_deliveries WHERE function = %s"
                               " AND condition = '' GROUP BY request_id", CHAOS_FUNCTION)
@@ -687,26 +694,20 @@ def _bare_drain(rig: Rig, report: Report, n: int, ts_drain: float) -> None:
 
 
 class cpu_note:
-    """Note where the CPU went during a phase (cores, averaged): on a shared 2-core machine, "other" explains a lot.
-    Processes the bench started are grouped by kind (every restarted worker counts under "chaos-worker")."""
+    """Note how busy the whole machine was during a phase (/proc/stat): on a shared 2-core machine the figures mean
+    little without it. (No per-process split: the workers the bench kills, and their handler processes, are gone
+    before the phase ends, so their CPU could not be told apart from other work's.)"""
 
     def __init__(self, rig: Rig, report: Report, phase: str) -> None:
         self.rig, self.report, self.phase = rig, report, phase
-        self.labels: dict[int, str] = {}
 
     def __enter__(self) -> None:
-        self.labels = self.rig.procs.session_labels()
-        self.before = snapshot(self.labels)
+        self.before = snapshot({})
 
     def __exit__(self, *exc: object) -> None:
-        after = snapshot(self.rig.procs.session_labels())
-        cpu = breakdown(self.before, after)
-        grouped: dict[str, float] = collections.defaultdict(float)
-        for group, cores in cpu.by_group.items():
-            grouped[re.sub(r"-\d+$", "", group)] += cores
-        parts = ", ".join(f"{g} {c:.2f}" for g, c in sorted(grouped.items(), key=lambda i: -i[1]) if c >= 0.01)
-        self.report.note(f"[{self.phase}] CPU over {cpu.wall_s:.0f}s: {cpu.cores_busy:.2f} of {os.cpu_count()} cores "
-                         f"busy — {parts} (killed workers' CPU is not counted)")
+        cpu = breakdown(self.before, snapshot({}))
+        self.report.note(f"[{self.phase}] machine-wide CPU over the phase's {cpu.wall_s:.0f}s: {cpu.cores_busy:.2f} "
+                         f"of {os.cpu_count()} cores busy (the bench's processes and everything else)")
 
 
 # --- main ---------------------------------------------------------------------------------------------------------
