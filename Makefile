@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 DATA_DIR ?= var
 
-.PHONY: run test lint install services system-packages bench bench-stop bench-ingest etl-demo clean help
+.PHONY: run test lint install services system-packages bench bench-stop bench-ingest bench-chaos etl-demo clean help
 
 help:
 	@echo "make run    API, worker and relay on the embedded default (SQLite, filesystem broker) on port $(PORT)"
@@ -16,6 +16,7 @@ help:
 	@echo "make etl-demo  the Kafka ETL scenario end to end (starts its own Tansu Kafka broker unless TASKSERVICE_KAFKA_BOOTSTRAP is set)"
 	@echo "make media-demo  drop a video into a bucket: storage trigger → multi-format transcode → outputs (embedded default)"
 	@echo "make bench-events  trigger → Running latency (timer, storage) and queue-trigger messages/s vs bare kombu"
+	@echo "make bench-chaos  worker kills, Postgres and RabbitMQ restarts under load; re-rings of a queued backlog (restarts the machine's Postgres and RabbitMQ)"
 	@echo "make bench-stop  stop latency (taskservice stop vs Celery revoke) on Postgres + RabbitMQ"
 	@echo "make bench-console  the console's invocations page on a 1,000,000-invocation Postgres ledger (p50/p95 per page)"
 	@echo "make bench  benchmarks on Postgres + RabbitMQ (see bench/README.md); BENCH_ARGS=--quick for a short run"
@@ -63,6 +64,9 @@ bench-events: $(STAMP) services
 
 bench-stop: $(STAMP) services
 	$(BIN)/python bench/bench_stop.py $(BENCH_ARGS)
+
+bench-chaos: $(STAMP) services
+	$(BIN)/python bench/bench_chaos.py $(BENCH_ARGS)
 
 .PHONY: bench-console
 bench-console: $(STAMP) services

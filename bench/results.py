@@ -29,6 +29,8 @@ class Figure:
             return "n/a"
         if self.unit == "%":
             return f"{self.value:.0f} %" if abs(self.value) >= 1 else f"{self.value:.2f} %"  # 0.2 %, not "0 %"
+        if isinstance(self.value, int):  # a count: 0 invocations, not 0.0
+            return f"{self.value:,} {self.unit}".rstrip()
         number = f"{self.value:,.0f}" if abs(self.value) >= 100 else f"{self.value:.1f}"
         return f"{number} {self.unit}"
 

@@ -22,6 +22,8 @@ from taskservice.config import Settings
 from taskservice.errors import ConfigError
 from taskservice.lifetime import die_with_parent
 
+#: How long a server process waits at start-up for a ledger that is briefly unreachable.
+LEDGER_PATIENCE_S = 30.0
 #: How long `taskservice dev` waits for its children before it prints its addresses anyway.
 READY_TIMEOUT_S = 60.0
 #: Tells the parent (`taskservice dev`) when this process is up; not meant to be typed.
@@ -48,18 +50,28 @@ def _migrate(settings: Settings) -> str | None:
         engine.dispose()
 
 
-def require_current_schema(settings: Settings) -> None:
+def require_current_schema(settings: Settings, *, patience_s: float = LEDGER_PATIENCE_S) -> None:
+    """Refuse to start on an unmigrated ledger. A ledger that is briefly away (a restart while this process starts)
+    is waited for, saying so, for up to `patience_s`: a blip must not turn into a crash loop."""
     from taskservice import migrate as migrations
-    from taskservice.db import make_engine
+    from taskservice.db import is_outage, make_engine
 
     engine = make_engine(settings.resolved_database_url)
+    deadline = time.monotonic() + patience_s
     try:
-        migrations.ensure_current(engine)
-    except ConfigError as exc:
-        raise click.ClickException(exc.message) from None
-    except Exception as exc:  # the database itself is unreachable
-        raise click.ClickException(f"cannot open the ledger at {_redact(settings.resolved_database_url)}: {exc}") \
-            from None
+        while True:
+            try:
+                migrations.ensure_current(engine)
+                return
+            except ConfigError as exc:
+                raise click.ClickException(exc.message) from None
+            except Exception as exc:  # the database itself is unreachable
+                if not is_outage(exc) or time.monotonic() >= deadline:
+                    raise click.ClickException(f"cannot open the ledger at "
+                                               f"{_redact(settings.resolved_database_url)}: {exc}") from None
+                click.echo(f"waiting for the ledger at {_redact(settings.resolved_database_url)} "
+                           f"({type(exc).__name__})…", err=True)
+                time.sleep(1.0)
     finally:
         engine.dispose()
 

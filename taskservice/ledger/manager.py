@@ -412,13 +412,17 @@ class Ledger(LedgerQueries):
         """Waiting, due invocations of `queue` whose doorbell is not among the `queued` messages it holds ready.
 
         The queue is FIFO, so the messages still in it are the `queued` most recently rung ones. Of the N waiting
-        invocations rung before `rung_before` (when `queued` was read), the oldest N - queued therefore have no
-        doorbell in the queue: it was lost (a worker killed between ack and claim, a claim that failed, a lost
-        delayed message) or a busy worker holds it. A backlog of any size legitimately queued gives N <= queued and
-        costs one index-only count. Returns (pk, dispatched_at) pairs; the reaper re-rings those it saw twice."""
+        invocations rung more than `grace_s` before `rung_before` (when `queued` was read), the oldest N - queued
+        therefore have no doorbell in the queue: it was lost (a worker killed between ack and claim, a claim that
+        failed, a lost delayed message) or a busy worker holds it. Doorbells rung within the grace are left out of N
+        (one may still be on its way to the broker) but may be among `queued`, so the estimate errs towards ringing
+        too few, never too many; what it misses now it finds once the queue is quiet. A backlog of any size
+        legitimately queued gives N <= queued and costs one index-only count. Returns (pk, dispatched_at) pairs; the
+        reaper re-rings those it saw twice."""
+        settled = rung_before - timedelta(seconds=grace_s)
         waiting_rung = (or_(INVOCATIONS.c.queue == queue, INVOCATIONS.c.queue.is_(None)),
                         INVOCATIONS.c.status.in_(WAITING), INVOCATIONS.c.dispatched_at.is_not(None),
-                        INVOCATIONS.c.dispatched_at < rung_before)
+                        INVOCATIONS.c.dispatched_at < settled)
         with self.engine.connect() as conn:
             if queued > 0:
                 count = select(func.count()).select_from(INVOCATIONS).where(*waiting_rung)
@@ -432,9 +436,7 @@ class Ledger(LedgerQueries):
                                 .where(*waiting_rung)
                                 .order_by(INVOCATIONS.c.dispatched_at, INVOCATIONS.c.id)
                                 .limit(min(silent, batch))).all()
-        settled = rung_before - timedelta(seconds=grace_s)
-        return [(r.id, r.dispatched_at) for r in rows
-                if r.dispatched_at < settled and (r.not_before is None or r.not_before < settled)]
+        return [(r.id, r.dispatched_at) for r in rows if r.not_before is None or r.not_before < settled]
 
     def take_for_reringing(self, silent: Sequence[tuple[int, datetime]]) -> list[int]:
         """Mark silent doorbells as rung now, each only if nobody rang it since (several reapers, a claim racing
