@@ -15,7 +15,7 @@ from taskservice.services import Services
 from tests.support import ServiceProcess
 
 if TYPE_CHECKING:
-    from tests.support import ApiProcess, Backend
+    from tests.support import ApiProcess, Backend, WorkerProcess
 
 
 @pytest.fixture
@@ -41,6 +41,13 @@ def eventually_true(eventually: Callable[..., Any]) -> Callable[..., Any]:
 def live_api(start_api: Callable[..., ApiProcess]) -> str:
     """`taskservice api` (gunicorn, auth on) as production runs it; its base URL."""
     return start_api(auth=True).base
+
+
+@pytest.fixture
+def worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """A worker on the backend's queue for this test only: the session's shared worker would keep running under the
+    test modules collected after this directory, which expect no worker on that queue (tests/integration/test_c…)."""
+    return start_worker()
 
 
 class EventProcess(ServiceProcess):

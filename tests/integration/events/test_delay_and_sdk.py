@@ -28,7 +28,7 @@ def _started(services: Services, fn: str, iid: str) -> datetime:
 
 
 def test_a_delayed_invocation_starts_no_earlier_than_its_delay(
-        app_client: FlaskClient, services: Services, shared_worker: WorkerProcess, fn_name: str,
+        app_client: FlaskClient, services: Services, worker: WorkerProcess, fn_name: str,
         deploy_fn: Callable[..., Any], await_status: Callable[..., Any]) -> None:
     deploy_fn(fn_name, "workers.handlers.echo:handler")
     answer = app_client.post(f"/v1/functions/{fn_name}/invocations", json={"n": 1},
@@ -44,7 +44,7 @@ def test_a_delayed_invocation_starts_no_earlier_than_its_delay(
 
 
 def test_stopping_a_delayed_invocation_before_it_starts_means_it_never_runs(
-        app_client: FlaskClient, services: Services, shared_worker: WorkerProcess, fn_name: str,
+        app_client: FlaskClient, services: Services, worker: WorkerProcess, fn_name: str,
         deploy_fn: Callable[..., Any], await_status: Callable[..., Any]) -> None:
     deploy_fn(fn_name, "workers.handlers.echo:handler")
     answer = app_client.post(f"/v1/functions/{fn_name}/invocations", json={},
@@ -81,7 +81,7 @@ def sdk(live_api: str, services: Services, fn_name: str) -> taskservice.Client:
 
 
 def test_the_sdk_has_every_verb_with_typed_results(
-        sdk: taskservice.Client, live_api: str, shared_worker: WorkerProcess, services: Services,
+        sdk: taskservice.Client, live_api: str, worker: WorkerProcess, services: Services,
         fn_name: str) -> None:
     sdk.put_function(fn_name, {"handler": "tests.handlers:chatty", "max_retries": 0})
     submitted = sdk.invoke(fn_name, {"lines": 3}, invocation_id="sdk-1")

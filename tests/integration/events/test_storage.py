@@ -145,7 +145,7 @@ def test_unauthenticated_or_forged_notifications_are_refused(backend: Backend, s
 
 def test_objects_put_through_the_storage_boundary_triggers_on_the_configured_storage(
         app_client: FlaskClient, services: Services, fn_name: str, deploy_fn: Callable[..., Any],
-        run_cli: Callable[..., Any], tmp_path: Path, shared_worker: WorkerProcess,
+        run_cli: Callable[..., Any], tmp_path: Path, worker: WorkerProcess,
         await_status: Callable[..., Any]) -> None:
     deploy_fn(fn_name, "workers.handlers.echo:handler")
     bucket = f"b{fn_name[3:]}".replace("_", "-")

@@ -42,7 +42,7 @@ def _put_timer(app_client: FlaskClient, name: str, fn: str, cron: str, payload: 
 
 
 def test_every_second_gives_one_invocation_per_tick_with_the_fc_timer_event(
-        app_client: FlaskClient, services: Services, shared_worker: WorkerProcess, fn_name: str,
+        app_client: FlaskClient, services: Services, worker: WorkerProcess, fn_name: str,
         deploy_fn: Callable[..., Any], start_service: Callable[..., Any], eventually_true: Callable[..., Any],
         await_status: Callable[..., Any]) -> None:
     deploy_fn(fn_name, "workers.handlers.echo:handler")
