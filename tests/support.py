@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TASKSERVICE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("TASKSERVICE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 FAST = {"lease_s": 3.0, "heartbeat_s": 0.3, "reaper_interval_s": 0.5, "retry_base_s": 0.2, "retry_max_s": 1.0,
-        "auth": False}
+        "drain_s": 2.0, "auth": False}
 RELAY_FAST = {"relay_lease_s": 3.0, "relay_idle_s": 0.05, "relay_backoff_base_s": 0.2, "relay_backoff_max_s": 1.0}
 POLL_S = 0.05
 
