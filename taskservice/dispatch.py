@@ -15,6 +15,7 @@ from taskservice.config import Settings
 from taskservice.errors import DispatchError
 
 RUN_TASK = "taskservice.run_invocation"
+MAX_HELD_S = 600.0  # the longest a delayed doorbell is held by a worker (see Dispatcher.ring)
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
@@ -55,9 +56,15 @@ class Dispatcher:
         self._inspector: Connection | None = None  # a connection of its own for queue depth, made on first use
 
     def ring(self, pk: int, *, delay_s: float = 0.0) -> None:
-        """Publish the doorbell for invocation `pk`; raises DispatchError when the broker cannot take it."""
+        """Publish the doorbell for invocation `pk`; raises DispatchError when the broker cannot take it.
+
+        A delayed doorbell is held, unacknowledged, by the worker that received it until it is due, and RabbitMQ
+        closes a channel whose delivery stays unacknowledged past its consumer_timeout (30 min by default). So a
+        longer delay is rung in hops of at most MAX_HELD_S: the ledger's not_before stays the truth, and a doorbell
+        that comes early is deferred again to it."""
+        countdown = min(delay_s, MAX_HELD_S)
         try:
-            self.celery.send_task(RUN_TASK, args=[pk], countdown=delay_s if delay_s > 0 else None,
+            self.celery.send_task(RUN_TASK, args=[pk], countdown=countdown if countdown > 0 else None,
                                   retry=True, retry_policy=_PUBLISH_RETRY)
         except Exception as exc:  # kombu surfaces transport failures as many unrelated types
             raise DispatchError(f"broker refused the doorbell for invocation {pk}: {exc}") from exc
