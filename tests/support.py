@@ -371,6 +371,15 @@ class Launcher:
     def api(self, backend: Backend, *, workers: int = 2, **overrides: Any) -> ApiProcess:
         return self._keep(ApiProcess(backend, self._log("api"), workers=workers, **overrides))
 
-    def stop_all(self) -> None:
+    def stop_all(self, grace_s: float = 15.0) -> None:
+        """Stop every process still running, all at once: SIGTERM to each main process, up to `grace_s` in all for
+        them to finish, then SIGKILL to whatever is left of each group (one by one, a worker that hangs in its warm
+        shutdown after a broker restart would cost the grace once per process)."""
         for proc in self.started:
-            proc.stop()
+            if proc.proc.poll() is None:
+                proc.proc.terminate()
+        deadline = time.monotonic() + grace_s
+        for proc in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            proc.kill()
