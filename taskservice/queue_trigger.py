@@ -44,6 +44,7 @@ from taskservice.ledger.triggers import Trigger
 from taskservice.services import Services
 from taskservice.submission import EncodedPayload
 from taskservice.trigger_specs import QueueConfig
+from taskservice.trigger_threads import TriggerThreads
 
 log = logging.getLogger(__name__)
 ERROR_BACKOFF_S = 2.0
@@ -226,46 +227,14 @@ class QueueConsumer:
                                           payload, error_type=error_type, error=error)
 
 
-class QueueConsumers:
+class QueueConsumers(TriggerThreads[QueueConsumer]):
     """One QueueConsumer thread per enabled queue trigger, following the trigger table every `refresh_s`."""
 
-    def __init__(self, services: Services, *, only: Sequence[str] = (), refresh_s: float = 5.0) -> None:
-        self.services = services
-        self.only = set(only)
-        self.refresh_s = refresh_s
-        self.stop = threading.Event()
-        self._running: dict[str, tuple[QueueConsumer, threading.Thread]] = {}
+    kind = "queue"
+    started = "queue consumer started"
 
-    def run_forever(self) -> None:
-        log.info("queue consumer started")
-        try:
-            while not self.stop.is_set():
-                try:
-                    self.refresh()
-                except Exception:  # the ledger is away: keep the running consumers, look again later
-                    log.exception("could not read the queue triggers")
-                self.stop.wait(self.refresh_s)
-        finally:
-            for name in list(self._running):
-                self._stop_one(name)
+    def loop_for(self, trigger: Trigger) -> QueueConsumer:
+        return QueueConsumer(trigger, self.services)
 
-    def refresh(self) -> None:
-        wanted = {t.name: t for t in self.services.triggers.list(enabled_only=True, kind="queue")
-                  if not self.only or t.name in self.only}
-        for name, (consumer, thread) in list(self._running.items()):
-            changed = name in wanted and wanted[name].updated_at != consumer.trigger.updated_at
-            if name not in wanted or changed or not thread.is_alive():
-                self._stop_one(name)
-        for name, trigger in wanted.items():
-            if name not in self._running:
-                consumer = QueueConsumer(trigger, self.services)
-                thread = threading.Thread(target=consumer.run, name=f"queue-{name}", daemon=True)
-                thread.start()
-                self._running[name] = (consumer, thread)
-                log.info("queue trigger %s: consuming %s for function %s", name, consumer.spec.queue,
-                         consumer.spec.function)
-
-    def _stop_one(self, name: str) -> None:
-        consumer, thread = self._running.pop(name)
-        consumer.stop.set()
-        thread.join(timeout=30)
+    def describe(self, loop: QueueConsumer) -> str:
+        return f"consuming {loop.spec.queue} for function {loop.spec.function}"

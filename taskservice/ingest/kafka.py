@@ -23,6 +23,7 @@ from taskservice.kafka import BatchConsumer, KafkaRecord
 from taskservice.ledger.triggers import Trigger
 from taskservice.services import Services
 from taskservice.submission import EncodedPayload
+from taskservice.trigger_threads import TriggerThreads
 
 log = logging.getLogger(__name__)
 LAG_REPORT_S = 5.0
@@ -147,47 +148,20 @@ class TriggerConsumer:
         self.rejected += 1
 
 
-class Ingestor:
-    """Runs one TriggerConsumer thread per enabled trigger and follows the trigger table (created, changed,
-    disabled, deleted) every `refresh_s` seconds."""
+class Ingestor(TriggerThreads[TriggerConsumer]):
+    """Runs one TriggerConsumer thread per enabled Kafka trigger and follows the trigger table."""
+
+    kind = "kafka"
 
     def __init__(self, services: Services, bootstrap: str, *, only: Sequence[str] = (), refresh_s: float = 5.0
                  ) -> None:
-        self.services = services
+        super().__init__(services, only=only, refresh_s=refresh_s)
         self.bootstrap = bootstrap
-        self.only = set(only)
-        self.refresh_s = refresh_s
-        self.stop = threading.Event()
-        self._running: dict[str, tuple[TriggerConsumer, threading.Thread]] = {}
+        self.started = f"ingest started (Kafka at {bootstrap})"
 
-    def run_forever(self) -> None:
-        log.info("ingest started (Kafka at %s)", self.bootstrap)
-        try:
-            while not self.stop.is_set():
-                self.refresh()
-                self.stop.wait(self.refresh_s)
-        finally:
-            for name in list(self._running):
-                self._stop_one(name)
+    def loop_for(self, trigger: Trigger) -> TriggerConsumer:
+        return TriggerConsumer(trigger, self.services, self.bootstrap)
 
-    def refresh(self) -> None:
-        wanted = {t.name: t for t in self.services.triggers.list(enabled_only=True, kind="kafka")
-                  if not self.only or t.name in self.only}
-        for name, (consumer, thread) in list(self._running.items()):
-            changed = name in wanted and wanted[name].updated_at != consumer.trigger.updated_at
-            if name not in wanted or changed or not thread.is_alive():
-                self._stop_one(name)
-        for name, trigger in wanted.items():
-            if name not in self._running:
-                consumer = TriggerConsumer(trigger, self.services, self.bootstrap)
-                thread = threading.Thread(target=consumer.run, name=f"trigger-{name}", daemon=True)
-                thread.start()
-                self._running[name] = (consumer, thread)
-                log.info("trigger %s: consuming %s for function %s (group %s)", name, ",".join(trigger.topics),
-                         trigger.function, trigger.consumer_group)
-
-    def _stop_one(self, name: str) -> None:
-        consumer, thread = self._running.pop(name)
-        consumer.stop.set()
-        thread.join(timeout=30)
-        log.info("trigger %s: stopped", name)
+    def describe(self, loop: TriggerConsumer) -> str:
+        trigger = loop.trigger
+        return f"consuming {','.join(trigger.topics)} for function {trigger.function} (group {trigger.consumer_group})"

@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"submission", "destinations"},
     {"control", "replay", "relay", "migrate", "storage_events"},
     {"services"},
+    {"trigger_threads"},  # one consumer thread per trigger: the shape shared by ingest and queue triggers
     {"api", "ingest", "workers", "scheduler", "queue_trigger"},
     {"console"},
     {"app"},
