@@ -8,10 +8,8 @@ replay — with an edited payload from the store, then idempotently from the dea
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
+from demo_dev import running_dev
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -61,21 +59,10 @@ def main() -> None:
     topic = "orders"
     ensure_topic(bootstrap, topic, partitions=3)
     step(f"taskservice dev on {base} (data in {data_dir}, Kafka at {bootstrap})")
-    dev = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "dev", "--port", str(port)], env=env,
-                           cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{base}/healthz", timeout=1).ok:
-                    break
-            if time.monotonic() > deadline or dev.poll() is not None:
-                raise SystemExit("taskservice dev did not start")
-            time.sleep(0.2)
-        run(env, bootstrap, topic, KafkaPublisher)
+        with running_dev(base, port, env):
+            run(env, bootstrap, topic, KafkaPublisher)
     finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        dev.wait(30)
         if broker is not None:
             broker.stop()
 

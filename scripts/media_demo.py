@@ -8,10 +8,8 @@ writes through the storage boundary and so fires the trigger exactly as a MinIO 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
+from demo_dev import running_dev
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,22 +45,8 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
     env.update(TASKSERVICE_API_URL=base, TASKSERVICE_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
     step(f"taskservice dev on {base} (embedded default; objects in {data_dir / 'objects'})")
-    dev = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "dev", "--port", str(port), "-c", "5"],
-                           env=env, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{base}/healthz", timeout=1).ok:
-                    break
-            if time.monotonic() > deadline or dev.poll() is not None:
-                raise SystemExit("taskservice dev did not start")
-            time.sleep(0.2)
+    with running_dev(base, port, env, "-c", "5"):
         run(env, data_dir)
-    finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        dev.wait(30)
 
 
 def run(env: dict[str, str], data_dir: Path) -> None:
