@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import random
 import re
@@ -192,10 +193,8 @@ class Fleet:
 
     def kill(self, worker: Launched) -> None:
         """SIGKILL the worker's whole process group (main process, pool, handler processes) at once, then reap."""
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already gone: nothing left to kill
             os.killpg(worker.pid, signal.SIGKILL)  # the leader is not reaped yet: the group id is still ours
-        except ProcessLookupError:
-            pass
         self.rig.procs.stop(worker, sig=signal.SIGKILL)
 
     def start_relay(self) -> Launched:

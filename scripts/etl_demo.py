@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from demo_dev import running_dev
+from demo_dev import dev_spot, running_dev
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -48,19 +46,13 @@ def main() -> None:
         broker = KafkaBroker()
         broker.start()
         bootstrap = broker.bootstrap
-    data_dir = Path(tempfile.mkdtemp(prefix="etl-demo-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
-    env.update(TASKSERVICE_KAFKA_BOOTSTRAP=bootstrap, TASKSERVICE_API_URL=base, TASKSERVICE_DATA_DIR=str(data_dir),
-               PYTHONPATH=str(REPO))
+    spot = dev_spot("etl-demo-", kafka_bootstrap=bootstrap)
+    data_dir, base, env = spot.data_dir, spot.base, spot.env
     topic = "orders"
     ensure_topic(bootstrap, topic, partitions=3)
     step(f"taskservice dev on {base} (data in {data_dir}, Kafka at {bootstrap})")
     try:
-        with running_dev(base, port, env):
+        with running_dev(spot):
             run(env, bootstrap, topic, KafkaPublisher)
     finally:
         if broker is not None:

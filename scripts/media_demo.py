@@ -9,15 +9,12 @@ writes through the storage boundary and so fires the trigger exactly as a MinIO 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from demo_dev import running_dev
+from demo_dev import dev_spot, running_dev
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,15 +34,10 @@ def cli(env: dict[str, str], *args: str) -> str:
 
 
 def main() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="media-demo-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
-    env.update(TASKSERVICE_API_URL=base, TASKSERVICE_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
+    spot = dev_spot("media-demo-")
+    data_dir, base, env = spot.data_dir, spot.base, spot.env
     step(f"taskservice dev on {base} (embedded default; objects in {data_dir / 'objects'})")
-    with running_dev(base, port, env, "-c", "5"):
+    with running_dev(spot, "-c", "5"):
         run(env, data_dir)
 
 

@@ -21,6 +21,7 @@ consumer loses the batch it held (use RabbitMQ where that matters).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -121,10 +122,8 @@ class QueueConsumer:
                     wait = 0.5 if first_at is None else first_at + self.spec.batching_window_s - time.monotonic()
                     if first_at is not None and wait <= 0:
                         break
-                    try:
+                    with contextlib.suppress(TimeoutError):  # nothing more arrived within the window: fine
                         conn.drain_events(timeout=max(0.01, min(wait, 0.5)))
-                    except TimeoutError:
-                        pass
                     if batch and first_at is None:
                         first_at = time.monotonic()
                 if batch:

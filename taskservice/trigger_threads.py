@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
@@ -28,7 +29,7 @@ class TriggerLoop(Protocol):
 L = TypeVar("L", bound=TriggerLoop)
 
 
-class TriggerThreads(Generic[L]):
+class TriggerThreads(ABC, Generic[L]):
     """Starts a loop per enabled trigger of `kind`, restarts it when the trigger changes or its thread died, stops it
     when the trigger goes. A ledger that is away leaves the running loops alone until it is back."""
 
@@ -42,12 +43,13 @@ class TriggerThreads(Generic[L]):
         self.stop = threading.Event()
         self._running: dict[str, tuple[L, threading.Thread]] = {}
 
+    @abstractmethod
     def loop_for(self, trigger: Trigger) -> L:
-        raise NotImplementedError
+        """A new, not yet started loop for `trigger`."""
 
+    @abstractmethod
     def describe(self, loop: L) -> str:
         """What the loop consumes, for the log line that says it started."""
-        raise NotImplementedError
 
     def run_forever(self) -> None:
         log.info("%s", self.started)

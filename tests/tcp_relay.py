@@ -81,7 +81,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write(data)
             await writer.drain()
     except (OSError, asyncio.IncompleteReadError):
-        pass
+        return  # the link was cut or the peer went away: the finally closes the other side
     finally:
         _abort(writer)
 

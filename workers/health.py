@@ -129,8 +129,8 @@ class WorkerHealth:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - probes are not worth a log line
-                pass
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                """Probes come every few seconds: not worth a log line each."""
 
         server = ThreadingHTTPServer((host, port), Handler)
         server.daemon_threads = True

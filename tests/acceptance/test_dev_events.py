@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,8 @@ def dev(start_dev: Callable[..., Any]) -> Any:
     return start_dev()
 
 
-def _until(check: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-    return value
-
-
-def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path, repo_dir: Path) -> None:
+def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path, repo_dir: Path,
+                                                     eventually: Callable[..., Any]) -> None:
     assert any(line.startswith("  scheduler ") for line in dev.lines())
     data_dir = tmp_path / "dev-data-0"  # where the start_dev fixture puts its first dev's data
     client = taskservice.Client(dev.base)
@@ -40,8 +32,8 @@ def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path, re
                                  "events": ["s3:ObjectCreated:*"]})
     client.put_trigger("msgs", {"kind": "queue", "function": "echo", "queue": "inbox", "batching_window_s": 0.2})
 
-    ticked = _until(lambda: [i for i in client.list(function="echo", prefix="timer_tick_").items
-                             if i.status == "Succeeded"], 30, "a timer tick ran")
+    ticked = eventually(lambda: [i for i in client.list(function="echo", prefix="timer_tick_").items
+                             if i.status == "Succeeded"], timeout_s=30, what="a timer tick ran")
     assert client.get("echo", ticked[0].invocation_id).result["triggerName"] == "tick"
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}
@@ -51,8 +43,8 @@ def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path, re
     out = subprocess.run([sys.executable, "-m", "taskservice.cli", "objects", "put", "media", "in/a.mov", str(video)],
                          cwd=repo_dir, env=env, capture_output=True, text=True, check=True)
     assert "triggered files" in out.stdout
-    stored = _until(lambda: [i for i in client.list(function="echo", prefix="oss_files_").items
-                             if i.status == "Succeeded"], 30, "the storage trigger ran")
+    stored = eventually(lambda: [i for i in client.list(function="echo", prefix="oss_files_").items
+                             if i.status == "Succeeded"], timeout_s=30, what="the storage trigger ran")
     assert client.get("echo", stored[0].invocation_id).result["events"][0]["oss"]["object"]["key"] == "in/a.mov"
 
     from taskservice.broker import broker_options
@@ -65,7 +57,7 @@ def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path, re
         record_queue("inbox")(producer.channel).declare()
         producer.publish(json.dumps({"hello": 1}).encode(), routing_key="inbox", message_id="m1",
                          content_type="application/json", content_encoding="binary")
-    queued = _until(lambda: [i for i in client.list(function="echo", prefix="queue_msgs_").items
-                             if i.status == "Succeeded"], 30, "the queue trigger ran")
+    queued = eventually(lambda: [i for i in client.list(function="echo", prefix="queue_msgs_").items
+                             if i.status == "Succeeded"], timeout_s=30, what="the queue trigger ran")
     [message] = client.get("echo", queued[0].invocation_id).result
     assert message["messageId"] == "m1" and json.loads(message["body"]) == {"hello": 1}

@@ -64,18 +64,19 @@ def test_a_ten_second_postgres_stop_kills_no_running_attempt(
 
 def test_a_claim_waits_out_a_database_restart(
         new_backend: Callable[..., Backend], launch: Launcher, deploy: Callable[..., Any],
-        wait_for_status: Callable[..., Any], postgres: Postgres) -> None:
+        wait_for_status: Callable[..., Any], eventually: Callable[..., Any], postgres: Postgres) -> None:
     backend = new_backend("postgres")
     services = Services.build(backend.settings)
     try:
         deploy(create_app(backend.settings).test_client(), "quick", "workers.handlers.noop:handler")
-        launch.worker(backend, 1)
+        worker = launch.worker(backend, 1)
         # The row first, then the doorbell alone while the ledger is down: the worker gets it and cannot claim.
         inv = services.ledger.create_invocation("quick", "claimed_late", str(uuid.uuid4()), "{}",
                                                 queue=backend.settings.queue)
         postgres.stop()
         services.dispatcher.ring(inv.pk)
-        time.sleep(3)  # the database stays away this long; the claim keeps trying
+        # The worker took the doorbell while the ledger is down: its claim is now failing and trying again.
+        eventually(lambda: "received" in worker.output(20000), what="the worker to receive the doorbell")
         postgres.start()
         done = wait_for_status(services, "quick", "claimed_late", {"Succeeded"}, timeout_s=30)
         assert done.attempts == 1
@@ -85,7 +86,7 @@ def test_a_claim_waits_out_a_database_restart(
 
 def test_the_api_answers_503_during_an_outage_and_the_cli_retries_with_the_same_id(
         new_backend: Callable[..., Backend], launch: Launcher, repo_dir: Path, deploy: Callable[..., Any],
-        postgres: Postgres) -> None:
+        eventually: Callable[..., Any], postgres: Postgres, tmp_path: Path) -> None:
     backend = new_backend("postgres")
     api = launch.api(backend)
     services = Services.build(backend.settings)
@@ -106,12 +107,15 @@ def test_the_api_answers_503_during_an_outage_and_the_cli_retries_with_the_same_
         # The CLI sends its submission while the ledger is away and keeps the same id until it is back.
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")},
                "TASKSERVICE_API_URL": api.base, "PYTHONPATH": str(repo_dir)}
-        cli = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "invoke", "echo", "-e", '{"n": 2}',
-                                "--json"], cwd=repo_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-        time.sleep(3)  # the outage goes on while the CLI retries
+        stderr = tmp_path / "cli.err"
+        with open(stderr, "w") as err_file:
+            cli = subprocess.Popen([sys.executable, "-m", "taskservice.cli", "invoke", "echo", "-e", '{"n": 2}',
+                                    "--json"], cwd=repo_dir, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
+        # The ledger comes back only once the CLI has been refused and is retrying.
+        eventually(lambda: "trying again" in stderr.read_text(), what="the CLI to retry its submission")
         postgres.start()
-        _, err = cli.communicate(timeout=90)
+        cli.wait(timeout=90)
+        err = stderr.read_text()
         assert cli.returncode == 0, err
         assert "trying again" in err and "same request" in err
         with services.engine.connect() as conn:
