@@ -57,6 +57,17 @@ class InvalidReplayRequest(RequestError):
     http_status = 422
 
 
+class InvalidFlowDefinition(RequestError):
+    """A flow definition that cannot run; the message starts with the step path and field at fault."""
+
+    code = "InvalidFlowDefinition"
+    http_status = 422
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message, details={"path": path})
+        self.path = path
+
+
 class InvalidDelay(RequestError):
     code = "InvalidDelay"
 
@@ -97,6 +108,14 @@ class DeadLetterNotFound(NotFound):
     code = "DeadLetterNotFound"
 
 
+class FlowNotFound(NotFound):
+    code = "FlowNotFound"
+
+
+class ExecutionNotFound(NotFound):
+    code = "ExecutionNotFound"
+
+
 class Conflict(RequestError):
     code = "Conflict"
     http_status = 409
@@ -110,6 +129,22 @@ class DuplicateInvocation(Conflict):
     def __init__(self, message: str, *, existing: dict[str, Any]) -> None:
         super().__init__(message, details=existing)
         self.existing = existing
+
+
+class DuplicateExecution(Conflict):
+    """An execution name already taken in this flow; carries the existing execution's primary key."""
+
+    code = "ExecutionAlreadyExist"
+
+    def __init__(self, message: str, *, existing: dict[str, Any]) -> None:
+        super().__init__(message, details=existing)
+        self.existing = existing
+
+
+class ExecutionStateConflict(Conflict):
+    """Stop of an execution that has ended, or redrive of one that has not failed, stopped or timed out."""
+
+    code = "ExecutionStateConflict"
 
 
 # --- ledger -------------------------------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 LAYERS: list[set[str]] = [
     {"version", "errors", "clock", "backoff", "statuses", "lifetime"},
     {"client"},  # the HTTP client (SDK): talks to the API, never to the ledger
-    {"storage", "kafka", "specs"},
+    {"storage", "kafka", "specs", "flowdef"},  # flowdef: flow definitions, conditions and mappings (pure)
     {"trigger_specs"},  # trigger kinds, schedules and event ids: shared by API, scheduler and storage events
     {"config", "db", "embedded_broker"},
     {"broker"},
     {"ledger", "dispatch"},
     {"submission", "destinations"},
-    {"control", "replay", "relay", "migrate", "storage_events"},
+    {"control", "replay", "relay", "migrate", "storage_events", "flows"},  # flows: the flow engine
     {"services"},
     {"trigger_threads"},  # one consumer thread per trigger: the shape shared by ingest and queue triggers
     {"api", "ingest", "workers", "scheduler", "queue_trigger"},
