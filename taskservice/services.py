@@ -15,6 +15,7 @@ from taskservice.db import make_engine
 from taskservice.dispatch import Dispatcher, make_celery
 from taskservice.ledger import Ledger
 from taskservice.ledger.dead_letters import DeadLetterStore
+from taskservice.ledger.flows import FlowStore
 from taskservice.ledger.outbox import Outbox
 from taskservice.ledger.tokens import TokenStore
 from taskservice.ledger.triggers import TriggerStore
@@ -38,6 +39,7 @@ class Services:
     replayer: Replayer
     control: TaskControl
     tokens: TokenStore
+    flows: FlowStore
 
     @classmethod
     def build(cls, settings: Settings, *, dispatcher: Dispatcher | None = None) -> Services:
@@ -49,7 +51,7 @@ class Services:
         return cls(settings=settings, engine=engine, ledger=ledger, dispatcher=dispatcher, submitter=submitter,
                    outbox=Outbox(engine), triggers=TriggerStore(engine), dead_letters=dead_letters,
                    replayer=Replayer(ledger, dead_letters, submitter), control=TaskControl(ledger, submitter),
-                   tokens=TokenStore(engine))
+                   tokens=TokenStore(engine), flows=FlowStore(engine))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from taskservice.errors import (
+    InvalidFlowDefinition,
     InvalidFunctionConfig,
     InvalidInvocationId,
     InvalidName,
@@ -141,6 +142,33 @@ class FunctionConfig(BaseModel):
             problems = [{"field": ".".join(map(str, e["loc"])) or "(body)", "problem": e["msg"]} for e in exc.errors()]
             text = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
             raise InvalidFunctionConfig(f"invalid function config: {text}", details=problems) from exc
+
+
+class FlowConfig(BaseModel):
+    """What PUT /v1/flows/{name} accepts. The definition (FDL, as YAML text or a JSON object) is checked by
+    taskservice.flowdef; here only the envelope."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    definition: Annotated[str, Field(min_length=1, max_length=256 * 1024, pattern=TEXT.pattern)] | dict[str, Any]
+    description: Annotated[str, Field(max_length=1024, pattern=TEXT.pattern)] = ""
+    on_success: Annotated[str | None, Field(max_length=2048, json_schema_extra=_DESTINATION_SCHEMA)] = None
+    on_failure: Annotated[str | None, Field(max_length=2048, json_schema_extra=_DESTINATION_SCHEMA)] = None
+
+    @field_validator("on_success", "on_failure")
+    @classmethod
+    def _destination(cls, value: str | None) -> str | None:
+        return None if value is None else check_destination(value)
+
+    @classmethod
+    def parse(cls, data: Any) -> FlowConfig:
+        if not isinstance(data, dict):
+            raise InvalidFlowDefinition("", "a flow config must be a JSON object with a definition")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            text = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}" for e in exc.errors())
+            raise InvalidFlowDefinition("", f"invalid flow config: {text}") from None
 
 
 def _parse_model(model: type[BaseModel], data: Any, error: type[RequestError], what: str) -> Any:

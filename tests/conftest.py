@@ -113,6 +113,46 @@ def submit() -> Callable[..., str]:
     return _submit
 
 
+def _deploy_flow(client: Any, name: str, definition: Any, **config: Any) -> dict[str, Any]:
+    response = client.put(f"/v1/flows/{name}", json={"definition": definition, **config})
+    assert response.status_code in (200, 201), _body(response)
+    return dict(_body(response))
+
+
+def _start_execution(client: Any, flow: str, payload: Any = None, name: str | None = None) -> str:
+    headers = {"X-Execution-Name": name} if name else {}
+    response = client.post(f"/v1/flows/{flow}/executions", json=payload if payload is not None else {},
+                           headers=headers)
+    assert response.status_code == 202, _body(response)
+    return str(_body(response)["executionName"])
+
+
+@pytest.fixture(scope="session")
+def deploy_flow() -> Callable[..., dict[str, Any]]:
+    """`deploy_flow(client, name, definition, **config)`: PUT the flow (definition as YAML text or a dict)."""
+    return _deploy_flow
+
+
+@pytest.fixture(scope="session")
+def start_execution() -> Callable[..., str]:
+    """`start_execution(client, flow, payload=None, name=None)` → the name of the started execution."""
+    return _start_execution
+
+
+@pytest.fixture(scope="session")
+def wait_for_execution() -> Callable[..., dict[str, Any]]:
+    """`wait_for_execution(client, flow, name, statuses, timeout_s=60)` → the execution (GET …) once its status is
+    one of `statuses`."""
+    def wait(client: Any, flow: str, name: str, statuses: set[str], timeout_s: float = 60.0) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            return dict(_body(client.get(f"/v1/flows/{flow}/executions/{name}")))
+
+        return support.eventually(read, until=lambda e: e.get("status") in statuses, timeout_s=timeout_s,
+                                  what=f"execution {name} of {flow} to reach {sorted(statuses)}")
+
+    return wait
+
+
 @pytest.fixture(scope="session")
 def statuses() -> Callable[[Services, str, str], list[str]]:
     """`statuses(services, function, invocation_id)`: the statuses its transitions went to, oldest first."""
@@ -202,6 +242,14 @@ def start_relay(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., Rela
 
 
 @pytest.fixture
+def start_engine(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., support.EngineProcess]]:
+    """`start_engine(**settings)`: `taskservice engine` (the flow engine) on this test's backend."""
+    launcher = Launcher(tmp_path)
+    yield lambda **overrides: launcher.engine(backend, **overrides)
+    launcher.stop_all()
+
+
+@pytest.fixture
 def start_ingest(backend: Backend, kafka_broker: KafkaBroker,
                  tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
     """`start_ingest(**settings)`: `taskservice ingest` on this test's backend, reading the session's broker."""
@@ -248,6 +296,14 @@ def start_dev(tmp_path: Path) -> Iterator[Callable[..., support.DevProcess]]:
 def shared_worker(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     launcher = Launcher(tmp_path_factory.mktemp("shared-worker"))
     yield launcher.worker(backend, 2)
+    launcher.stop_all()
+
+
+@pytest.fixture(scope="session")
+def shared_engine(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[support.EngineProcess]:
+    """One flow engine per backend for the tests that do not kill it."""
+    launcher = Launcher(tmp_path_factory.mktemp("shared-engine"))
+    yield launcher.engine(backend)
     launcher.stop_all()
 
 

@@ -264,6 +264,15 @@ class RelayProcess(ServiceProcess):
         super().__init__(backend, ["relay", "--loglevel", "INFO"], log_path, **{**RELAY_FAST, **overrides})
 
 
+class EngineProcess(ServiceProcess):
+    """`taskservice engine`; `kill()` is the SIGKILL the tests inflict."""
+
+    ready_marks = (b"flow engine started",)
+
+    def __init__(self, backend: Backend, log_path: Path, **overrides: Any) -> None:
+        super().__init__(backend, ["engine", "--loglevel", "INFO"], log_path, **overrides)
+
+
 class IngestProcess(ServiceProcess):
     """`taskservice ingest` as production runs it; `kill()` is the SIGKILL the tests inflict."""
 
@@ -364,6 +373,9 @@ class Launcher:
 
     def relay(self, backend: Backend, **overrides: Any) -> RelayProcess:
         return self._keep(RelayProcess(backend, self._log("relay"), **overrides))
+
+    def engine(self, backend: Backend, **overrides: Any) -> EngineProcess:
+        return self._keep(EngineProcess(backend, self._log("engine"), **overrides))
 
     def ingest(self, backend: Backend, **overrides: Any) -> IngestProcess:
         return self._keep(IngestProcess(backend, self._log("ingest"), **overrides))

@@ -235,7 +235,7 @@ class Runner:
             return "handed-back"
         delay = backoff_delay(attempt, self.retry_base_s, self.retry_max_s)
         moved = self.ledger.fail(pk, attempt, error_type=outcome.error_type, error=outcome.error,
-                                 max_retries=claim.function.max_retries, retry_delay_s=delay,
+                                 max_retries=claim.max_retries, retry_delay_s=delay,
                                  retry_base=claim.invocation.retry_base)
         if moved is not None and moved.status is Status.RETRYING:
             self.submitter.ring(pk, delay_s=delay)

@@ -6,6 +6,7 @@ from flask import Flask
 from taskservice.api.auth import register_api_auth
 from taskservice.api.dead_letters import dead_letters_api
 from taskservice.api.errors import register_error_handlers
+from taskservice.api.flows import flows_api
 from taskservice.api.functions import functions_api
 from taskservice.api.health import health_api
 from taskservice.api.invocations import invocations_api
@@ -23,4 +24,5 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(dead_letters_api)
     app.register_blueprint(triggers_api)
     app.register_blueprint(storage_events_api)
+    app.register_blueprint(flows_api)
     register_error_handlers(app)

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from taskservice.db import is_outage
-from taskservice.errors import DuplicateInvocation, LedgerUnavailable, TaskServiceError, Unavailable
+from taskservice.errors import DuplicateExecution, DuplicateInvocation, LedgerUnavailable, TaskServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,10 @@ def register_error_handlers(app: Flask) -> None:
             existing = services.ledger.get_by_pk(exc.existing["pk"])
             if existing is not None:
                 extra["invocation"] = invocation_view(existing)
+        elif isinstance(exc, DuplicateExecution):
+            from taskservice.api.flows import started_view
+            extra["execution"] = started_view(
+                app.extensions["taskservice"].flows.get_execution_by_pk(exc.existing["pk"]))
         elif exc.details is not None:
             extra["details"] = exc.details
         if exc.http_status >= 500:

@@ -12,9 +12,17 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from taskservice.api import schemas
+from taskservice.api import flow_schemas, schemas
 from taskservice.api.dead_letters import DEAD_LETTER_ID_MAX
-from taskservice.specs import FUNCTION_NAME, INVOCATION_ID, FunctionConfig, ReplayMany, ReplayOne, TriggerConfig
+from taskservice.specs import (
+    FUNCTION_NAME,
+    INVOCATION_ID,
+    FlowConfig,
+    FunctionConfig,
+    ReplayMany,
+    ReplayOne,
+    TriggerConfig,
+)
 from taskservice.trigger_specs import QueueConfig, StorageConfig, TimerConfig
 from taskservice.version import __version__
 
@@ -23,11 +31,11 @@ _MEANING = {
     400: "malformed JSON, an empty body where one is needed, or a bad name, id, query parameter or option",
     401: "no token, or an unknown or revoked one (only when auth is on, i.e. outside `taskservice dev`)",
     403: "a read-only token on a call that changes something",
-    404: "unknown function, invocation, trigger or dead letter",
-    409: "conflict: the invocation id is taken, or the invocation's state does not allow this",
+    404: "unknown function, invocation, trigger, dead letter, flow or execution",
+    409: "conflict: the invocation id or execution name is taken, or the state does not allow this",
     413: "body over the limit",
     415: "Content-Type is not JSON",
-    422: "invalid function, trigger or replay config (details name each field)",
+    422: "invalid function, trigger, replay or flow config (details name each field or step path)",
     503: "the ledger or the broker is unavailable; try again",
 }
 _HEADERS: dict[str, Any] = {
@@ -37,8 +45,8 @@ _HEADERS: dict[str, Any] = {
     "Location": {"description": "where the new invocation can be read", "required": True,
                  "schema": {"type": "string"}},
 }
-_INPUTS: tuple[type[BaseModel], ...] = (FunctionConfig, TriggerConfig, TimerConfig, StorageConfig, QueueConfig,
-                                        ReplayOne, ReplayMany, *schemas.REQUESTS)
+_INPUTS: tuple[type[BaseModel], ...] = (FunctionConfig, FlowConfig, TriggerConfig, TimerConfig, StorageConfig,
+                                        QueueConfig, ReplayOne, ReplayMany, *schemas.REQUESTS)
 
 
 def _ref(model: type[BaseModel] | str) -> dict[str, str]:
@@ -95,6 +103,8 @@ def _path_parameter(name: str, schema: dict[str, Any], description: str) -> dict
 _NAME = _path_parameter("name", {"type": "string", "pattern": FUNCTION_NAME.pattern}, "function name")
 _TRIGGER = _path_parameter("name", {"type": "string", "pattern": FUNCTION_NAME.pattern}, "trigger name")
 _ID = _path_parameter("invocation_id", {"type": "string", "pattern": INVOCATION_ID.pattern}, "invocation id")
+_FLOW = _path_parameter("name", {"type": "string", "pattern": FUNCTION_NAME.pattern}, "flow name")
+_EXECUTION = _path_parameter("execution", {"type": "string", "pattern": INVOCATION_ID.pattern}, "execution name")
 _DEAD_LETTER = _path_parameter("dead_letter_id", {"type": "integer", "minimum": 0, "maximum": DEAD_LETTER_ID_MAX},
                                "dead letter id (GET /v1/dead-letters)")
 
@@ -102,7 +112,8 @@ _DEAD_LETTER = _path_parameter("dead_letter_id", {"type": "integer", "minimum": 
 def _component_schemas() -> dict[str, Any]:
     """Every model's JSON schema under components/schemas: inputs as validated, answers as serialized."""
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        *((m, "validation") for m in _INPUTS), *((m, "serialization") for m in schemas.ANSWERS)]
+        *((m, "validation") for m in _INPUTS),
+        *((m, "serialization") for m in schemas.ANSWERS), *((m, "serialization") for m in flow_schemas.ANSWERS)]
     _, top = models_json_schema(models, ref_template=_REF)
     return dict(top.get("$defs", {}))
 
@@ -197,9 +208,57 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
                                  {204: {"description": "deleted"}}, (400, 404), writes=True),
         },
     }
+    paths.update(_flow_paths())
     bearer = {"type": "http", "scheme": "bearer",
               "description": "`taskservice tokens create NAME [--role read-only]`; not needed in `taskservice dev`. "
                              "A read-only token gets 403 on every call that changes something."}
     return {"openapi": "3.1.0", "info": {"title": "taskservice", "version": __version__},
             "security": [{"bearer": []}], "paths": paths,
             "components": {"schemas": _component_schemas(), "securitySchemes": {"bearer": bearer}}}
+
+
+def _flow_paths() -> dict[str, Any]:
+    """Flows and executions (design §7)."""
+    started = _json(flow_schemas.ExecutionStarted, "accepted")
+    return {
+        "/v1/flows": {"get": _operation("List flows with their executions per status",
+                                        {200: _json(flow_schemas.FlowList, "OK")}, ())},
+        "/v1/flows/{name}": {
+            "parameters": [_FLOW],
+            "put": _operation("Deploy or update a flow", {
+                200: _json(flow_schemas.Flow, "updated"), 201: _json(flow_schemas.Flow, "created")},
+                (400, 413, 415, 422), writes=True, body=(FlowConfig, True),
+                description="`definition` is FDL (version v1, type flow, steps) as YAML text or a JSON object. "
+                            "A definition that cannot run (unknown step type or key, goto to a missing step, "
+                            "duplicate names, a loop that can never end, a bad mapping path or condition, a "
+                            "limit exceeded) is a 422 whose message starts with the step path."),
+            "get": _operation("Read a flow", {200: _json(flow_schemas.Flow, "OK")}, (400, 404)),
+            "delete": _operation("Delete a flow; executions already started run to their end",
+                                 {204: {"description": "deleted"}}, (400, 404), writes=True),
+        },
+        "/v1/flows/{name}/executions": {"parameters": [_FLOW], "post": _operation(
+            "Start an execution", {202: _json(flow_schemas.ExecutionStarted, "started",
+                                              Location=_HEADERS["Location"]),
+                                   409: _error(409, "the name is taken: the body holds that execution")},
+            (400, 404, 413, 415), writes=True,
+            description="The body is the execution's input: a JSON object up to 256 KiB (empty = {}).",
+            parameters=[{"name": "X-Execution-Name", "in": "header", "required": False,
+                         "description": "your name for the execution (default: generated); unique per flow",
+                         "schema": {"type": "string", "pattern": INVOCATION_ID.pattern}}],
+            requestBody={"required": False, "content": {"application/json": {"schema": {"type": "object"}}}})},
+        "/v1/flows/{name}/executions/{execution}": {"parameters": [_FLOW, _EXECUTION], "get": _operation(
+            "Read an execution with one entry per step run", {200: _json(flow_schemas.Execution, "OK")},
+            (400, 404))},
+        "/v1/flows/{name}/executions/{execution}/history": {"parameters": [_FLOW, _EXECUTION], "get": _operation(
+            "The execution's events, oldest first", {200: _json(flow_schemas.History, "OK")}, (400, 404),
+            query=flow_schemas.HistoryQuery)},
+        "/v1/flows/{name}/executions/{execution}/stop": {"parameters": [_FLOW, _EXECUTION], "post": _operation(
+            "Stop: running step handlers are killed, the execution goes Stopping → Stopped",
+            {202: started, 409: _error(409, "it has already ended")}, (400, 404), writes=True)},
+        "/v1/flows/{name}/executions/{execution}/redrive": {"parameters": [_FLOW, _EXECUTION], "post": _operation(
+            "Resume a Failed, Stopped or TimedOut execution at the steps that did not succeed",
+            {202: started, 409: _error(409, "it is running or Succeeded")}, (400, 404), writes=True)},
+        "/v1/executions": {"get": _operation(
+            "List executions, newest first, with keyset pagination", {200: _json(flow_schemas.ExecutionPage, "OK")},
+            (400,), query=flow_schemas.ExecutionQuery)},
+    }

@@ -8,6 +8,7 @@ import click
 from taskservice.cli.client_commands import functions, invoke, tasks
 from taskservice.cli.control_commands import retry, stop
 from taskservice.cli.destination_commands import destinations, dlq
+from taskservice.cli.flow_commands import engine
 from taskservice.cli.media_commands import deploy_media
 from taskservice.cli.object_commands import objects
 from taskservice.cli.server_commands import api, dev, migrate, relay, worker
@@ -33,7 +34,7 @@ def cli(ctx: click.Context, api_url: str) -> None:
 
 
 for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, destinations, dlq, ingest, triggers,
-                tokens, scheduler, consume, objects):
+                tokens, scheduler, consume, objects, engine):
     cli.add_command(command)
 tasks.add_command(stop)
 tasks.add_command(retry)

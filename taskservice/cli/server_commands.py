@@ -132,8 +132,8 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 @click.option("--verbose", "-v", is_flag=True,
               help="Also show Celery's banner and startup warnings, and the children's INFO logs.")
 def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool, verbose: bool) -> None:
-    """API, console, worker, relay, timer scheduler and queue consumer in one command, on the embedded default
-    unless TASKSERVICE_* says otherwise.
+    """API, console, worker, relay, flow engine, timer scheduler and queue consumer in one command, on the embedded
+    default unless TASKSERVICE_* says otherwise.
     Open (no sign-in) and bound to 127.0.0.1 unless --auth."""
     from taskservice.api.server import serve_dev
     from taskservice.app import create_app
@@ -145,7 +145,7 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool, v
     loglevel = ["--loglevel", "INFO" if verbose else "WARNING"]
     ready_dir = Path(tempfile.mkdtemp(prefix="taskservice-dev-"))
     commands = {"worker": ["worker", "--concurrency", str(concurrency), *([] if verbose else ["--quiet"])],
-                "relay": ["relay"], "scheduler": ["scheduler"], "consumer": ["consume"]}
+                "relay": ["relay"], "engine": ["engine"], "scheduler": ["scheduler"], "consumer": ["consume"]}
     if settings.kafka_bootstrap:  # Kafka triggers run only where a broker is configured
         commands["ingest"] = ["ingest"]
     children = {name: _child([*me, *command, *loglevel, "--ready-file", str(ready_dir / name)], env)
@@ -168,6 +168,7 @@ def dev(port: int | None, concurrency: int, data_dir: Path | None, auth: bool, v
                    + (f" in {settings.embedded_broker_dir}" if embedded else ""))
         click.echo(f"  workers   {concurrency} handler process(es), pid {children['worker'].pid}")
         click.echo(f"  relay     delivering destination records, pid {children['relay'].pid}")
+        click.echo(f"  engine    flow executions, pid {children['engine'].pid}")
         click.echo(f"  scheduler timer triggers, pid {children['scheduler'].pid}")
         click.echo(f"  consumer  queue triggers, pid {children['consumer'].pid}")
         if "ingest" in children:

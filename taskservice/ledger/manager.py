@@ -21,7 +21,7 @@ from taskservice.errors import DuplicateInvocation, FunctionNotFound, Invocation
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
 from taskservice.ledger.outbox import record_outcome
 from taskservice.ledger.queries import LedgerQueries
-from taskservice.ledger.records import Claim, Function, Invocation
+from taskservice.ledger.records import Claim, Function, Invocation, retries_allowed
 from taskservice.ledger.states import TERMINAL, WAITING, Status, check_transition
 from taskservice.specs import FunctionConfig
 from taskservice.statuses import SUCCESS_CONDITION, Condition
@@ -78,21 +78,13 @@ class Ledger(LedgerQueries):
         invocation that fanned it out; `queue` the broker queue its doorbells go to; `not_before` the earliest
         start of a delayed invocation (its claim waits until then). `also(conn, pk)` writes rows that must commit
         with the invocation or not at all (a queue trigger's message ids)."""
-        now = utcnow()
         try:
             with self.engine.begin() as conn:
-                self._require_function(conn, function)
-                pk = conn.execute(_INSERT_INVOCATION, {
-                    "function": function, "invocation_id": invocation_id, "request_id": request_id,
-                    "status": Status.ENQUEUED, "payload": payload, "attempts": 0, "log_lines": 0, "created_at": now,
-                    "updated_at": now, "dispatched_at": now, "replay_of": replay_of,
-                    "parent_pk": parent_pk, "retry_base": 0, "queue": queue,
-                    "not_before": not_before}).scalar_one()
-                conn.execute(_INSERT_TRANSITION, {"invocation_pk": pk, "from_status": None,
-                                                  "to_status": Status.ENQUEUED, "attempt": 0, "reason": "submitted",
-                                                  "at": now})
+                invocation = self.insert_invocation(conn, function, invocation_id, request_id, payload,
+                                                    replay_of=replay_of, parent_pk=parent_pk, queue=queue,
+                                                    not_before=not_before)
                 if also is not None:
-                    also(conn, pk)
+                    also(conn, invocation.pk)
         except IntegrityError:
             existing = self.find_invocation(function, invocation_id)
             if existing is None:  # the unique index fired on something else: not a duplicate, re-raise
@@ -100,12 +92,31 @@ class Ledger(LedgerQueries):
             raise DuplicateInvocation(
                 f"invocation {invocation_id!r} of function {function!r} already exists ({existing.status.value})",
                 existing={"pk": existing.pk}) from None
+        return invocation
+
+    def insert_invocation(self, conn: Connection, function: str, invocation_id: str, request_id: str, payload: str,
+                          *, replay_of: str | None = None, parent_pk: int | None = None, queue: str | None = None,
+                          not_before: datetime | None = None, execution_pk: int | None = None) -> Invocation:
+        """The insert itself, in the caller's transaction: the flow engine writes a step's invocation together
+        with the step's new state, so neither exists without the other. FunctionNotFound for an unknown
+        function; the unique index raises IntegrityError for a taken id."""
+        now = utcnow()
+        self._require_function(conn, function)
+        pk = conn.execute(_INSERT_INVOCATION, {
+            "function": function, "invocation_id": invocation_id, "request_id": request_id,
+            "status": Status.ENQUEUED, "payload": payload, "attempts": 0, "log_lines": 0, "created_at": now,
+            "updated_at": now, "dispatched_at": now, "replay_of": replay_of,
+            "parent_pk": parent_pk, "retry_base": 0, "queue": queue,
+            "not_before": not_before, "execution_pk": execution_pk}).scalar_one()
+        conn.execute(_INSERT_TRANSITION, {"invocation_pk": pk, "from_status": None,
+                                          "to_status": Status.ENQUEUED, "attempt": 0, "reason": "submitted",
+                                          "at": now})
         return Invocation(pk=pk, function=function, invocation_id=invocation_id, request_id=request_id,
                           status=Status.ENQUEUED, payload=payload, result=None, error=None, error_type=None,
                           condition=None, attempts=0, created_at=now, started_at=None, finished_at=None,
                           not_before=not_before, lease_expires_at=None, heartbeat_at=None, worker=None,
                           progress_percent=None, progress_message=None, log_lines=0, replay_of=replay_of,
-                          parent_pk=parent_pk)
+                          parent_pk=parent_pk, execution_pk=execution_pk)
 
     def _require_function(self, conn: Connection, function: str) -> None:
         """404 for an unknown function. A function seen in the last few seconds is not looked up again: a
@@ -270,17 +281,20 @@ class Ledger(LedgerQueries):
         """Durable stop: a waiting invocation ends Stopped at once (it never runs); a running one becomes Stopping and
         its worker's watchdog kills the handler. Works with no worker online. IllegalTransition when terminal."""
         with self.engine.begin() as conn:
-            current = conn.execute(select(INVOCATIONS.c.status).where(INVOCATIONS.c.id == pk)).scalar_one()
-            status = Status(current)
-            if status in WAITING:
-                moved = self._move(conn, pk, Status.STOPPED, reason="stopped before it started", expect=WAITING,
-                                   condition=Condition.STOPPED, error_type="Stopped", error="stopped on request")
-            else:
-                check_transition(status, Status.STOPPING)
-                moved = self._move(conn, pk, Status.STOPPING, reason="stop requested", expect={Status.RUNNING})
+            moved = self.stop_in(conn, pk)
         if moved is None:  # it moved under us (started or ended): look again
             return self.request_stop(pk)
         return moved
+
+    def stop_in(self, conn: Connection, pk: int) -> Invocation | None:
+        """request_stop inside the caller's transaction; None when the invocation moved between read and write."""
+        current = conn.execute(select(INVOCATIONS.c.status).where(INVOCATIONS.c.id == pk)).scalar_one()
+        status = Status(current)
+        if status in WAITING:
+            return self._move(conn, pk, Status.STOPPED, reason="stopped before it started", expect=WAITING,
+                              condition=Condition.STOPPED, error_type="Stopped", error="stopped on request")
+        check_transition(status, Status.STOPPING)
+        return self._move(conn, pk, Status.STOPPING, reason="stop requested", expect={Status.RUNNING})
 
     def hand_back(self, pk: int, attempt: int, *, reason: str) -> Invocation | None:
         """A draining worker killed this attempt before it could finish: the invocation waits again at once, and the
@@ -347,7 +361,8 @@ class Ledger(LedgerQueries):
         now = utcnow()
         with self.engine.begin() as conn:
             lapsed = conn.execute(select(INVOCATIONS.c.id, INVOCATIONS.c.attempts, INVOCATIONS.c.status,
-                                         INVOCATIONS.c.retry_base, FUNCTIONS.c.max_retries)
+                                         INVOCATIONS.c.retry_base, INVOCATIONS.c.execution_pk,
+                                         FUNCTIONS.c.max_retries)
                                   .outerjoin(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
                                   .where(INVOCATIONS.c.status.in_([Status.RUNNING, Status.STOPPING]),
                                          INVOCATIONS.c.lease_expires_at < now).limit(batch)).all()
@@ -356,7 +371,8 @@ class Ledger(LedgerQueries):
                 if Status(row.status) is Status.STOPPING:
                     moved = self._move(conn, row.id, Status.STOPPED, reason="lease lapsed while stopping",
                                        expect={Status.STOPPING}, attempt=row.attempts, condition=Condition.STOPPED)
-                elif row.max_retries is not None and row.attempts - row.retry_base <= row.max_retries:
+                elif row.max_retries is not None and \
+                        row.attempts - row.retry_base <= retries_allowed(row.max_retries, row.execution_pk):
                     moved = self._move(conn, row.id, Status.RETRYING, reason="lease lapsed", expect={Status.RUNNING},
                                        attempt=row.attempts, error_type="WorkerLost", error=error,
                                        lease_expires_at=None, not_before=now, dispatched_at=now)

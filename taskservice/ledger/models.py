@@ -127,6 +127,8 @@ class InvocationRow(Base):
     resubmitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The broker queue its doorbells go to: a reaper compares only its own queue's depth with its own invocations.
     queue: Mapped[str | None] = mapped_column(String(200))
+    # A flow step's invocation names its execution: its terminal transition wakes the flow engine (flow_wakeups).
+    execution_pk: Mapped[int | None] = mapped_column(BigId)
 
 
 class TransitionRow(Base):
@@ -252,6 +254,128 @@ class ApiTokenRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class FlowRow(Base):
+    """A deployed flow: its definition as written (`source`) and as parsed (`definition`, canonical JSON)."""
+
+    __tablename__ = "flows"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    definition: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    on_success: Mapped[str | None] = mapped_column(String(2048))
+    on_failure: Mapped[str | None] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ExecutionRow(Base):
+    """One run of a flow. Keeps its own copy of the definition, so redeploying a flow never changes a run."""
+
+    __tablename__ = "flow_executions"
+    __table_args__ = (
+        UniqueConstraint("flow", "name", name="uq_flow_executions_flow_name"),
+        Index("ix_flow_executions_flow_id", "flow", "id"),
+        Index("ix_flow_executions_status_id", "status", "id"),
+        Index("ix_flow_executions_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(36), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    definition: Mapped[str] = mapped_column(Text)
+    on_success: Mapped[str | None] = mapped_column(String(2048))
+    on_failure: Mapped[str | None] = mapped_column(String(2048))
+    input: Mapped[str] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    timeout_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    redrives: Mapped[int] = mapped_column(Integer, default=0)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FrameRow(Base):
+    """Where one thread of an execution stands: the top level (scope ''), a parallel branch ('P/0') or a foreach
+    iteration ('F/3'). `step` is the step it is at; `entered` whether that step has been started; `state` the
+    frame's JSON state."""
+
+    __tablename__ = "flow_frames"
+    __table_args__ = (UniqueConstraint("execution_pk", "scope", name="uq_flow_frames_execution_pk_scope"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    execution_pk: Mapped[int] = mapped_column(BigId, ForeignKey("flow_executions.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16))
+    step: Mapped[str | None] = mapped_column(String(64))
+    entered: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(128))
+
+
+class StepRunRow(Base):
+    """The latest run of one step path of an execution ('encode', 'segments/3/transcode'): what the API lists as
+    `steps`. A step entered again (a goto loop, a redrive) counts a new `visit`; its invocation ids derive from
+    execution, path, visit and attempt, so re-processing an event can never submit twice."""
+
+    __tablename__ = "flow_steps"
+    __table_args__ = (UniqueConstraint("execution_pk", "path", name="uq_flow_steps_execution_pk_path"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    execution_pk: Mapped[int] = mapped_column(BigId, ForeignKey("flow_executions.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(512))
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    visit: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    items: Mapped[int | None] = mapped_column(Integer)
+    invocation_pk: Mapped[int | None] = mapped_column(BigId, index=True)
+    function: Mapped[str | None] = mapped_column(String(64))
+    invocation_id: Mapped[str | None] = mapped_column(String(128))
+    input: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(128))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class FlowEventRow(Base):
+    """An execution's history, append-only."""
+
+    __tablename__ = "flow_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    execution_pk: Mapped[int] = mapped_column(BigId, ForeignKey("flow_executions.id", ondelete="CASCADE"),
+                                              index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    type: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(String(512), default="")
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class WakeupRow(Base):
+    """Work for the flow engine: an execution to look at once `due_at` has come. Written by a step invocation's
+    terminal transition (same transaction: the outbox principle), by starts, stops and redrives, and for durable
+    timers (wait steps, retry intervals, execution timeouts)."""
+
+    __tablename__ = "flow_wakeups"
+    __table_args__ = (Index("ix_flow_wakeups_due_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    execution_pk: Mapped[int] = mapped_column(BigId, ForeignKey("flow_executions.id", ondelete="CASCADE"),
+                                              index=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # Core table handles for the ledger's set-based statements (conditional UPDATEs, bulk inserts).
 FUNCTIONS = cast(Table, FunctionRow.__table__)
 INVOCATIONS = cast(Table, InvocationRow.__table__)
@@ -262,3 +386,9 @@ DEAD_LETTERS = cast(Table, DeadLetterRow.__table__)
 TRIGGERS = cast(Table, TriggerRow.__table__)
 API_TOKENS = cast(Table, ApiTokenRow.__table__)
 QUEUE_MESSAGES = cast(Table, QueueMessageRow.__table__)
+FLOWS = cast(Table, FlowRow.__table__)
+EXECUTIONS = cast(Table, ExecutionRow.__table__)
+FRAMES = cast(Table, FrameRow.__table__)
+STEP_RUNS = cast(Table, StepRunRow.__table__)
+FLOW_EVENTS = cast(Table, FlowEventRow.__table__)
+WAKEUPS = cast(Table, WakeupRow.__table__)

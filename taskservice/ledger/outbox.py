@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, insert, or_, select, update
 
 from taskservice.clock import utcnow
 from taskservice.ledger.destination_record import build_record
-from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS
+from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, WAKEUPS
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -41,27 +41,54 @@ class Delivery:
 
 
 def record_outcome(conn: Connection, invocation: Any) -> None:
-    """Write the destination record of a terminal invocation: an outbox row when the function has a destination for
-    this outcome, and a dead letter for every failure. Runs inside the transition's own transaction."""
+    """Write what a terminal invocation leaves behind, inside the transition's own transaction: an outbox row when
+    the function has a destination for this outcome, a dead letter for every failure, and a wake-up for the flow
+    engine when the invocation is a flow step (so the engine advances an execution exactly when a step ends)."""
+    if invocation.execution_pk is not None:
+        conn.execute(insert(WAKEUPS).values(execution_pk=invocation.execution_pk, due_at=utcnow()))
     condition = invocation.condition or ""
     fn = conn.execute(select(FUNCTIONS.c.on_success, FUNCTIONS.c.on_failure)
                       .where(FUNCTIONS.c.name == invocation.function)).first()
     destination = None if fn is None else (fn.on_success if condition == "" else fn.on_failure)
     if condition == "" and destination is None:
         return
-    record = build_record(function=invocation.function, request_id=invocation.request_id, condition=condition,
-                          attempts=invocation.attempts, payload=invocation.payload, result=invocation.result,
-                          error_type=invocation.error_type, error=invocation.error,
-                          finished_at=invocation.finished_at or utcnow())
-    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-    common = {"invocation_pk": invocation.id, "function": invocation.function,
-              "invocation_id": invocation.invocation_id, "request_id": invocation.request_id, "condition": condition,
-              "record": text, "created_at": utcnow()}
+    common = _record_row(function=invocation.function, invocation_id=invocation.invocation_id,
+                         request_id=invocation.request_id, condition=condition, attempts=invocation.attempts,
+                         payload=invocation.payload, result=invocation.result, error_type=invocation.error_type,
+                         error=invocation.error, finished_at=invocation.finished_at)
+    common["invocation_pk"] = invocation.id
     if condition != "":
         conn.execute(insert(DEAD_LETTERS).values(**common, error_type=invocation.error_type))
     if destination is not None:
-        conn.execute(insert(DELIVERIES).values(**common, destination=destination, status=PENDING, attempts=0,
-                                               next_attempt_at=utcnow()))
+        _enqueue(conn, common, destination)
+
+
+def record_execution_outcome(conn: Connection, *, flow: str, execution: str, request_id: str, condition: str,
+                             payload: str, result: str | None, error_type: str | None, error: str | None,
+                             destination: str | None) -> None:
+    """The destination record of an ended flow execution, in Function Compute's format with the flow's name as
+    the function and the execution name as the invocation id. No dead letter: a dead letter is replayed as an
+    invocation of a function, and a flow is redriven instead."""
+    if destination is not None:
+        _enqueue(conn, _record_row(function=flow, invocation_id=execution, request_id=request_id,
+                                   condition=condition, attempts=1, payload=payload, result=result,
+                                   error_type=error_type, error=error, finished_at=None), destination)
+
+
+def _record_row(*, function: str, invocation_id: str, request_id: str, condition: str, attempts: int, payload: str,
+                result: str | None, error_type: str | None, error: str | None, finished_at: datetime | None
+                ) -> dict[str, Any]:
+    record = build_record(function=function, request_id=request_id, condition=condition, attempts=attempts,
+                          payload=payload, result=result, error_type=error_type, error=error,
+                          finished_at=finished_at or utcnow())
+    return {"invocation_pk": None, "function": function, "invocation_id": invocation_id, "request_id": request_id,
+            "condition": condition, "record": json.dumps(record, separators=(",", ":"), ensure_ascii=False),
+            "created_at": utcnow()}
+
+
+def _enqueue(conn: Connection, common: dict[str, Any], destination: str) -> None:
+    conn.execute(insert(DELIVERIES).values(**common, destination=destination, status=PENDING, attempts=0,
+                                           next_attempt_at=utcnow()))
 
 
 class Outbox:

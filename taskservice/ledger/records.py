@@ -54,6 +54,7 @@ class Invocation:
     parent_pk: int | None = None
     retry_base: int = 0
     resubmitted_at: datetime | None = None
+    execution_pk: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Invocation:
@@ -71,6 +72,16 @@ class Claim:
     @property
     def attempt(self) -> int:
         return self.invocation.attempts
+
+    @property
+    def max_retries(self) -> int:
+        return retries_allowed(self.function.max_retries, self.invocation.execution_pk)
+
+
+def retries_allowed(function_max_retries: int, execution_pk: int | None) -> int:
+    """A flow step's invocation is never retried by its function's max_retries: the step's own retry policy is the
+    only one (design §7), so the two cannot multiply."""
+    return 0 if execution_pk is not None else function_max_retries
 
 
 @dataclass(frozen=True)
