@@ -6,13 +6,14 @@ the way; the state passed in is never mutated, so the engine can keep the old st
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping as AbcMapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskservice.errors import InvalidFlowDefinition
-from taskservice.flowdef.paths import parse_path
+from taskservice.flowdef.paths import DataPath, parse_path
 
 if TYPE_CHECKING:
     from taskservice.flowdef.model import Mapping
@@ -32,7 +33,13 @@ def check_target(text: Any, *, path: str) -> None:
 
 def resolve(path: str, *, state: Any, input: Any, local: Any, context: AbcMapping[str, Any] | None) -> Any:
     """The value at `path`, None when any part of the way is missing (a malformed path still raises)."""
-    return parse_path(path, path="").resolve(state=state, input=input, local=local, context=context)
+    return _parsed(path).resolve(state=state, input=input, local=local, context=context)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(path: str) -> DataPath:
+    """Paths are parsed at definition time already; the engine resolves the same few again and again."""
+    return parse_path(path, path="")
 
 
 def _source_value(source: Any, *, state: Any, input: Any, local: Any, context: AbcMapping[str, Any] | None) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
@@ -50,11 +51,15 @@ _TYPE_KEYS: dict[StepType, tuple[str, ...]] = {
 def parse_definition(source: str | AbcMapping[str, Any]) -> FlowDefinition:
     """A validated FlowDefinition from YAML/JSON text or a parsed object; InvalidFlowDefinition otherwise."""
     if isinstance(source, str):
-        if len(source.encode("utf-8")) > limits.MAX_DEFINITION_BYTES:
+        if len(source.encode("utf-8", errors="surrogatepass")) > limits.MAX_DEFINITION_BYTES:
             raise InvalidFlowDefinition("", f"a definition is at most {limits.MAX_DEFINITION_BYTES // 1024} KiB")
         source = _load_text(source)
     elif isinstance(source, AbcMapping):
-        if len(json.dumps(source, default=str)) > limits.MAX_DEFINITION_BYTES:
+        try:
+            size = len(json.dumps(source, default=str))
+        except (RecursionError, ValueError):  # nested too deep, or a structure that contains itself
+            raise InvalidFlowDefinition("", "a definition must be plain JSON, not nested without end") from None
+        if size > limits.MAX_DEFINITION_BYTES:
             raise InvalidFlowDefinition("", f"a definition is at most {limits.MAX_DEFINITION_BYTES // 1024} KiB")
     if not isinstance(source, AbcMapping):
         raise InvalidFlowDefinition("", "a definition must be a mapping (an object) at the top, with version, type "
@@ -72,6 +77,13 @@ def parse_definition(source: str | AbcMapping[str, Any]) -> FlowDefinition:
 
 
 def _load_text(text: str) -> Any:
+    try:
+        return _load(text)
+    except RecursionError:
+        raise InvalidFlowDefinition("", "the definition nests too deep to read") from None
+
+
+def _load(text: str) -> Any:
     if text.lstrip().startswith(("{", "[")):
         try:
             return json.loads(text, object_pairs_hook=_no_duplicate_keys)
@@ -146,25 +158,34 @@ def _string(value: Any, path: str, pattern: re.Pattern[str], what: str) -> str:
     return value
 
 
-def _jsonable(value: Any, path: str) -> Any:
-    """A literal as JSON holds it: YAML's dates become ISO-8601 strings; anything else non-JSON is refused."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list):
-        return [_jsonable(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if isinstance(value, AbcMapping) and all(isinstance(k, str) for k in value):
-        return {k: _jsonable(v, f"{path}.{k}") for k, v in value.items()}
-    raise InvalidFlowDefinition(path, f"a literal must be JSON (null, boolean, number, string, list, object with "
-                                      f"string keys), not {type(value).__name__}")
-
-
 @dataclass
 class _Parser:
     """One parse: counts the steps across every nested list against MAX_STEPS."""
 
     count: int = 0
+    literal_nodes: int = 0
+
+    def jsonable(self, value: Any, path: str, depth: int = 0) -> Any:
+        """A literal as JSON holds it: YAML's dates become ISO-8601 strings; anything else non-JSON is refused.
+
+        Counted and depth-limited because YAML aliases can make a small text into a huge or self-containing value.
+        """
+        self.literal_nodes += 1
+        if self.literal_nodes > limits.MAX_LITERAL_NODES or depth > limits.MAX_LITERAL_DEPTH:
+            raise InvalidFlowDefinition(path, f"literals hold at most {limits.MAX_LITERAL_NODES} values in all, "
+                                              f"nested at most {limits.MAX_LITERAL_DEPTH} deep")
+        if isinstance(value, datetime | date):
+            return value.isoformat()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidFlowDefinition(path, f"a number literal must be finite, not {value!r}")
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        if isinstance(value, list):
+            return [self.jsonable(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+        if isinstance(value, AbcMapping) and all(isinstance(k, str) for k in value):
+            return {k: self.jsonable(v, f"{path}.{k}", depth + 1) for k, v in value.items()}
+        raise InvalidFlowDefinition(path, f"a literal must be JSON (null, boolean, number, string, list, object "
+                                          f"with string keys), not {type(value).__name__}")
 
     def steps(self, raw: Any, *, prefix: str, field: str, depth: int) -> tuple[Step, ...]:
         if depth > limits.MAX_NESTING_DEPTH:
@@ -250,8 +271,7 @@ class _Parser:
             fields["cause"] = cause
         return Step(**fields)
 
-    @staticmethod
-    def _mappings(raw: Any, path: str) -> tuple[Mapping, ...]:
+    def _mappings(self, raw: Any, path: str) -> tuple[Mapping, ...]:
         if raw is None:
             return ()
         out = []
@@ -265,7 +285,7 @@ class _Parser:
             source = item["source"]
             if isinstance(source, str) and source.startswith("$"):
                 check_path(source, path=f"{where}.source")
-            out.append(Mapping(item["target"], _jsonable(source, f"{where}.source")))
+            out.append(Mapping(item["target"], self.jsonable(source, f"{where}.source")))
         return tuple(out)
 
     @staticmethod

@@ -391,3 +391,22 @@ def test_to_json_round_trips(raw: dict[str, Any]) -> None:
     assert isinstance(definition, FlowDefinition) and all(isinstance(s, Step) for s in definition.steps)
     assert parse_definition(definition.to_json()) == definition
     assert parse_definition(json.dumps(definition.to_json())) == definition
+
+
+def test_hostile_yaml_is_refused_quickly() -> None:
+    laughs = ["version: v1", "type: flow", "x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9)}]" for i in range(1, 9)]
+    in_place = "\n".join([*laughs[:2], "steps:", "  - name: a", "    type: pass", "    inputMappings:",
+                          "      - target: boom", "        source:",
+                          *("          " + f"- {line.split(': ', 1)[1]}" for line in laughs[2:])])
+    assert "literals hold at most 100000 values" in error_of(in_place)
+    self_containing = ("version: v1\ntype: flow\nsteps:\n"
+                       "- {name: a, type: pass, inputMappings: [{target: t, source: &s [*s]}]}")
+    assert "nested at most 32 deep" in error_of(self_containing)
+    self_steps = ("version: v1\ntype: flow\nsteps: &s\n- {name: a, type: foreach, iterationMapping: {collection: $},"
+                  " steps: *s}")
+    assert "steps nest at most 8 deep" in error_of(self_steps)
+    assert "nests too deep to read" in error_of("[" * 100_000 + "]" * 100_000)
+    assert "a number literal must be finite" in error_of('{"version": "v1", "type": "flow", "steps": [{"name": "a", '
+                                                         '"type": "pass", "inputMappings": [{"target": "t", '
+                                                         '"source": NaN}]}]}')
