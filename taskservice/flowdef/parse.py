@@ -127,19 +127,19 @@ def _join(path: str, field: str) -> str:
     return f"{path}.{field}" if path else field
 
 
-def _object(value: Any, path: str, what: str) -> AbcMapping[str, Any]:
+def _object(value: Any, path: str) -> AbcMapping[str, Any]:
     if not isinstance(value, AbcMapping):
-        raise InvalidFlowDefinition(path, f"{what} must be a mapping (an object), not {_kind(value)}")
+        raise InvalidFlowDefinition(path, f"must be a mapping (an object), not {_kind(value)}")
     return value
 
 
-def _list(value: Any, path: str, what: str, *, low: int = 0, high: int | None = None) -> list[Any]:
+def _list(value: Any, path: str, *, low: int = 0, high: int | None = None) -> list[Any]:
     if not isinstance(value, list):
-        raise InvalidFlowDefinition(path, f"{what} must be a list, not {_kind(value)}")
+        raise InvalidFlowDefinition(path, f"must be a list, not {_kind(value)}")
     if len(value) < low:
-        raise InvalidFlowDefinition(path, f"{what} must not be empty" if low == 1 else f"needs at least {low}")
+        raise InvalidFlowDefinition(path, "must not be empty" if low == 1 else f"needs at least {low} entries")
     if high is not None and len(value) > high:
-        raise InvalidFlowDefinition(path, f"{what} may have at most {high} entries, not {len(value)}")
+        raise InvalidFlowDefinition(path, f"may have at most {high} entries, not {len(value)}")
     return value
 
 
@@ -191,12 +191,12 @@ class _Parser:
         if depth > limits.MAX_NESTING_DEPTH:
             raise InvalidFlowDefinition(field, f"steps nest at most {limits.MAX_NESTING_DEPTH} deep "
                                                "(parallel and foreach steps inside one another)")
-        items = _list(raw, field, "steps", low=1)
+        items = _list(raw, field, low=1)
         first_at: dict[str, int] = {}
         parsed: list[Step] = []
         for index, item in enumerate(items):
             where = f"{field}[{index}]"
-            item = _object(item, where, "a step")
+            item = _object(item, where)
             name = _string(item.get("name"), f"{where}.name", STEP_NAME, "step name")
             if name in first_at:
                 raise InvalidFlowDefinition(f"{where}.name", f"duplicate step name {name!r} (first at "
@@ -257,7 +257,7 @@ class _Parser:
         elif step_type is StepType.CHOICE:
             fields.update(self._choice(raw, path))
         elif step_type is StepType.PARALLEL:
-            branches = _list(raw.get("branches"), f"{path}.branches", "branches", low=1, high=limits.MAX_BRANCHES)
+            branches = _list(raw.get("branches"), f"{path}.branches", low=1, high=limits.MAX_BRANCHES)
             fields["branches"] = tuple(self._branch(b, f"{path}.branches[{i}]", f"{path}/{i}/", depth)
                                        for i, b in enumerate(branches))
         elif step_type is StepType.FOREACH:
@@ -275,9 +275,9 @@ class _Parser:
         if raw is None:
             return ()
         out = []
-        for i, item in enumerate(_list(raw, path, "mappings")):
+        for i, item in enumerate(_list(raw, path)):
             where = f"{path}[{i}]"
-            item = _object(item, where, "a mapping")
+            item = _object(item, where)
             _check_keys(item, ("target", "source"), where, "a mapping")
             if "target" not in item or "source" not in item:
                 raise InvalidFlowDefinition(where, "a mapping needs both target and source")
@@ -290,7 +290,7 @@ class _Parser:
 
     @staticmethod
     def _errors(raw: Any, path: str) -> tuple[str, ...]:
-        items = _list(raw, path, "errors", low=1)
+        items = _list(raw, path, low=1)
         return tuple(_string(e, f"{path}[{i}]", ERROR_NAME, "error name") for i, e in enumerate(items))
 
     def _task(self, raw: AbcMapping[str, Any], path: str) -> dict[str, Any]:
@@ -299,9 +299,9 @@ class _Parser:
             raise InvalidFlowDefinition(f"{path}.resourceArn", f"must be 'function:<name>', not {arn!r}")
         function = _string(arn.removeprefix("function:"), f"{path}.resourceArn", FUNCTION_NAME, "function name")
         retry = []
-        for i, rule in enumerate(_list(raw.get("retry", []), f"{path}.retry", "retry")):
+        for i, rule in enumerate(_list(raw.get("retry", []), f"{path}.retry")):
             where = f"{path}.retry[{i}]"
-            rule = _object(rule, where, "a retry rule")
+            rule = _object(rule, where)
             _check_keys(rule, ("errors", "intervalSeconds", "maxAttempts", "multiplier"), where, "a retry rule")
             retry.append(RetryRule(
                 errors=self._errors(rule.get("errors"), f"{where}.errors"),
@@ -312,9 +312,9 @@ class _Parser:
                 multiplier=float(_number(rule.get("multiplier", 2), f"{where}.multiplier", 1,
                                          limits.MAX_RETRY_MULTIPLIER))))
         catch = []
-        for i, rule in enumerate(_list(raw.get("catch", []), f"{path}.catch", "catch")):
+        for i, rule in enumerate(_list(raw.get("catch", []), f"{path}.catch")):
             where = f"{path}.catch[{i}]"
-            rule = _object(rule, where, "a catch rule")
+            rule = _object(rule, where)
             _check_keys(rule, ("errors", "goto"), where, "a catch rule")
             catch.append(CatchRule(errors=self._errors(rule.get("errors"), f"{where}.errors"),
                                    goto=_string(rule.get("goto"), f"{where}.goto", STEP_NAME, "goto target")))
@@ -350,27 +350,27 @@ class _Parser:
     @staticmethod
     def _choice(raw: AbcMapping[str, Any], path: str) -> dict[str, Any]:
         choices = []
-        for i, item in enumerate(_list(raw.get("choices"), f"{path}.choices", "choices", low=1)):
+        for i, item in enumerate(_list(raw.get("choices"), f"{path}.choices", low=1)):
             where = f"{path}.choices[{i}]"
-            item = _object(item, where, "a choice")
+            item = _object(item, where)
             _check_keys(item, ("condition", "goto"), where, "a choice")
             condition = compile_condition(item.get("condition", ""), path=f"{where}.condition")
             choices.append(Choice(condition, _string(item.get("goto"), f"{where}.goto", STEP_NAME, "goto target")))
         default = raw.get("default")
         if default is not None:
-            default = _object(default, f"{path}.default", "default")
+            default = _object(default, f"{path}.default")
             _check_keys(default, ("goto",), f"{path}.default", "default")
             default = _string(default.get("goto"), f"{path}.default.goto", STEP_NAME, "goto target")
         return {"choices": tuple(choices), "default_goto": default}
 
     def _branch(self, raw: Any, where: str, prefix: str, depth: int) -> tuple[Step, ...]:
-        branch = _object(raw, where, "a branch")
+        branch = _object(raw, where)
         _check_keys(branch, ("steps",), where, "a branch")
         return self.steps(branch.get("steps"), prefix=prefix, field=f"{where}.steps", depth=depth + 1)
 
     def _foreach(self, raw: AbcMapping[str, Any], path: str, depth: int) -> dict[str, Any]:
         where = f"{path}.iterationMapping"
-        mapping = _object(raw.get("iterationMapping"), where, "iterationMapping")
+        mapping = _object(raw.get("iterationMapping"), where)
         _check_keys(mapping, ("collection", "item", "index"), where, "iterationMapping")
         if "collection" not in mapping:
             raise InvalidFlowDefinition(f"{where}.collection", "required: the path of the list to iterate")

@@ -188,8 +188,10 @@ BAD: list[tuple[str, Any, str]] = [
     ("timeout too long", {**minimal(), "timeoutSeconds": 604801}, "timeoutSeconds: must be between 1 and 604800"),
     ("timeout not int", {**minimal(), "timeoutSeconds": 1.5}, "timeoutSeconds: must be an integer"),
     ("timeout bool", {**minimal(), "timeoutSeconds": True}, "timeoutSeconds: must be an integer"),
-    ("no steps", flow(), "steps: steps must not be empty"),
-    ("steps not a list", {"version": "v1", "type": "flow", "steps": {"a": 1}}, "steps: steps must be a list"),
+    ("no steps", flow(), "steps: must not be empty"),
+    ("steps missing", {"version": "v1", "type": "flow"}, "steps: must be a list, not nothing"),
+    ("step not a mapping", flow("encode"), "steps[0]: must be a mapping (an object), not a string"),
+    ("steps not a list", {"version": "v1", "type": "flow", "steps": {"a": 1}}, "steps: must be a list"),
     ("bad name", flow({"name": "1st", "type": "pass"}), "steps[0].name: step name '1st' must match"),
     ("no name", flow({"type": "pass"}), "steps[0].name: step name None must match"),
     ("duplicate", flow(task("a"), task("a")), "steps[1].name: duplicate step name 'a' (first at steps[0])"),
@@ -208,7 +210,7 @@ BAD: list[tuple[str, Any, str]] = [
      "encode.retry[0].intervalSeconds: must be between 0 and 86400"),
     ("retry multiplier", flow(task("encode", retry=[{"errors": ["Timeout"], "multiplier": 0.5}])),
      "encode.retry[0].multiplier: must be between 1 and 10"),
-    ("retry errors empty", flow(task("encode", retry=[{"errors": []}])), "encode.retry[0].errors: errors must not "
+    ("retry errors empty", flow(task("encode", retry=[{"errors": []}])), "encode.retry[0].errors: must not "
                                                                          "be empty"),
     ("retry error name", flow(task("encode", retry=[{"errors": ["no such"]}])),
      "encode.retry[0].errors[0]: error name 'no such' must match"),
@@ -218,7 +220,7 @@ BAD: list[tuple[str, Any, str]] = [
      "encode.catch[0].goto: goto target 'cleanup' is not a step in the same list (steps there: encode)"),
     ("goto target", flow(task("a", goto="zzz"), task("b")), "a.goto: goto target 'zzz' is not a step"),
     ("goto and end", flow(task("a", goto="a", end=True)), "a.goto: a step with end: true cannot also goto"),
-    ("choice empty", flow({"name": "c", "type": "choice", "choices": []}), "c.choices: choices must not be empty"),
+    ("choice empty", flow({"name": "c", "type": "choice", "choices": []}), "c.choices: must not be empty"),
     ("choice target", flow({"name": "c", "type": "choice", "choices": [{"condition": "$.a", "goto": "x"}]}),
      "c.choices[0].goto: goto target 'x' is not a step"),
     ("default target", flow({"name": "c", "type": "choice", "choices": [{"condition": "$.a", "goto": "c"}],
@@ -243,14 +245,14 @@ BAD: list[tuple[str, Any, str]] = [
                                   "maxConcurrency": 1001, "steps": [task("t")]}),
      "f.maxConcurrency: must be between 1 and 1000"),
     ("foreach empty", flow({"name": "f", "type": "foreach", "iterationMapping": {"collection": "$.a"}, "steps": []}),
-     "f.steps: steps must not be empty"),
+     "f.steps: must not be empty"),
     ("foreach body", flow({"name": "transcode", "type": "foreach", "iterationMapping": {"collection": "$.a"},
                            "steps": [task("encode", inputMappings=[{"target": "x", "source": "$.a[b]"}])]}),
      "transcode/*/encode.inputMappings[0].source: malformed path"),
-    ("parallel empty", flow({"name": "p", "type": "parallel", "branches": []}), "p.branches: branches must not be "
+    ("parallel empty", flow({"name": "p", "type": "parallel", "branches": []}), "p.branches: must not be "
                                                                                  "empty"),
     ("parallel too many", flow({"name": "p", "type": "parallel", "branches": [{"steps": [task("t")]}] * 101}),
-     "p.branches: branches may have at most 100 entries"),
+     "p.branches: may have at most 100 entries"),
     ("parallel branch key", flow({"name": "p", "type": "parallel", "branches": [{"step": []}]}),
      "p.branches[0].step: unknown field for a branch; did you mean 'steps'?"),
     ("parallel inner", flow({"name": "fanout", "type": "parallel", "branches": [
