@@ -21,10 +21,10 @@ LAYERS: list[set[str]] = [
     {"broker"},
     {"ledger", "dispatch"},
     {"submission", "destinations"},
-    {"control", "replay", "relay", "migrate", "storage_events", "flows"},  # flows: the flow engine
+    {"control", "replay", "relay", "migrate", "storage_events"},
     {"services"},
     {"trigger_threads"},  # one consumer thread per trigger: the shape shared by ingest and queue triggers
-    {"api", "ingest", "workers", "scheduler", "queue_trigger"},
+    {"api", "ingest", "workers", "scheduler", "queue_trigger", "flows"},  # flows: the flow engine process
     {"console"},
     {"app"},
     {"cli"},
