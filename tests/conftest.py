@@ -250,6 +250,14 @@ def start_engine(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., sup
 
 
 @pytest.fixture
+def own_stack(backend: Backend, new_backend: Callable[..., Backend], tmp_path: Path) -> Iterator[support.OwnStack]:
+    """A fresh backend of this test's kind with its own 2-slot worker and only the engines the test starts."""
+    stack = support.OwnStack(new_backend(backend.name), Launcher(tmp_path))
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
 def start_ingest(backend: Backend, kafka_broker: KafkaBroker,
                  tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
     """`start_ingest(**settings)`: `taskservice ingest` on this test's backend, reading the session's broker."""

@@ -395,3 +395,25 @@ class Launcher:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             proc.kill()
+
+
+class OwnStack:
+    """A backend of its own (fresh ledger and queue) with one 2-slot worker and no flow engine but the ones the test
+    starts (`engine()`): no shared process can do the work a killed one should have left behind. `client` is a Flask
+    test client of the API, `services` the ledger side."""
+
+    def __init__(self, backend: Backend, launcher: Launcher) -> None:
+        from taskservice.app import create_app
+        from taskservice.services import Services
+
+        self.backend, self.launcher = backend, launcher
+        self.client = create_app(backend.settings).test_client()
+        self.services = Services.build(backend.settings)
+        launcher.worker(backend, 2)
+
+    def engine(self) -> EngineProcess:
+        return self.launcher.engine(self.backend)
+
+    def close(self) -> None:
+        self.launcher.stop_all()
+        self.services.close()
