@@ -115,7 +115,8 @@ class Advance:
         while progress and ex.status == RUNNING:
             progress = False
             # Deepest frames first: a branch that ends is seen by its parallel step in the same pass.
-            for frame in sorted(ex.frames.values(), key=lambda f: -f.scope.count("/")):
+            running = [f for f in ex.frames.values() if f.status == RUNNING]
+            for frame in sorted(running, key=lambda f: -f.scope.count("/")):
                 if frame.status == RUNNING and ex.status == RUNNING and self._step(frame):
                     progress = True
                     self.moves += 1
@@ -137,7 +138,8 @@ class Advance:
             except StepFailed as exc:
                 self._fail_step(frame, self.ex.steps[path], exc.error_type, exc.message)
             return True
-        run = self.ex.steps[path]
+        run = self.ex.step(path)
+        assert run is not None, f"frame {frame.scope!r} entered {path} but its step run is gone"
         try:
             return self._progress(frame, step, path, run)
         except StepFailed as exc:
@@ -145,7 +147,7 @@ class Advance:
             return True
 
     def _enter(self, frame: FrameState, step: Step, path: str) -> None:
-        previous = self.ex.steps.get(path)
+        previous = self.ex.step(path)
         visit = 1 if previous is None else previous.visit + 1
         if previous is not None and step.type in (StepType.PARALLEL, StepType.FOREACH):
             self._forget_below(path)
@@ -320,6 +322,7 @@ class Advance:
             return True
         if len(children) < total:
             return False
+        self.ex.load_outputs(run.path)
         self._exit(frame, step, run, [c.output for c in sorted(children, key=lambda c: int(c.scope.rsplit('/', 1)[1]))])
         return True
 
@@ -400,13 +403,10 @@ class Advance:
         """A parallel or foreach entered again (a goto loop) starts its branches afresh."""
         prefix = f"{path}/"
         for key in [k for k in self.ex.frames if k.startswith(prefix)]:
-            frame = self.ex.frames.pop(key)
-            if frame.id is not None:
-                self.ex.forgotten.add(key)
+            del self.ex.frames[key]
         for key in [k for k in self.ex.steps if k.startswith(prefix)]:
-            run = self.ex.steps.pop(key)
-            if run.id is not None:
-                self.ex.forgotten.add(key)
+            del self.ex.steps[key]
+        self.ex.forgotten.add(path)
 
     def _finish_run(self, run: StepState, status: str, *, output: Any = None, error_type: str | None = None,
                     error: str | None = None) -> None:

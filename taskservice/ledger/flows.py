@@ -145,6 +145,19 @@ def wake(conn: Connection, execution_pk: int, *, at: datetime | None = None) -> 
     conn.execute(insert(WAKEUPS).values(execution_pk=execution_pk, due_at=at or utcnow()))
 
 
+def purge_executions(conn: Connection, before: datetime, *, batch: int) -> int:
+    """Drop executions that ended before `before` with everything they own (the retention of invocations applies
+    to executions too). Children are deleted explicitly: SQLite does not enforce ON DELETE CASCADE here."""
+    ended = [r.id for r in conn.execute(select(EXECUTIONS.c.id).where(EXECUTIONS.c.status.in_(EXECUTION_ENDED),
+                                                                    EXECUTIONS.c.finished_at < before)
+                                        .order_by(EXECUTIONS.c.id).limit(batch))]
+    if not ended:
+        return 0
+    for table in (WAKEUPS, FLOW_EVENTS, STEP_RUNS, FRAMES):
+        conn.execute(delete(table).where(table.c.execution_pk.in_(ended)))
+    return int(conn.execute(delete(EXECUTIONS).where(EXECUTIONS.c.id.in_(ended))).rowcount)
+
+
 class FlowStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

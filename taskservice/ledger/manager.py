@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskservice.clock import utcnow
 from taskservice.errors import DuplicateInvocation, FunctionNotFound, InvocationNotFound, NotRetryable
+from taskservice.ledger.flows import purge_executions
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
 from taskservice.ledger.outbox import record_outcome
 from taskservice.ledger.queries import LedgerQueries
@@ -416,6 +417,7 @@ class Ledger(LedgerQueries):
                                                       DELIVERIES.c.status != "pending"))
                 conn.execute(delete(DEAD_LETTERS).where(DEAD_LETTERS.c.invocation_pk.in_(old_ids)))
                 report.purged = conn.execute(delete(INVOCATIONS).where(INVOCATIONS.c.id.in_(old_ids))).rowcount
+            report.purged += purge_executions(conn, now - timedelta(seconds=retention_s), batch=batch)
         return report
 
     def _expire(self, conn: Connection, pk: int, max_event_age_s: int) -> bool:

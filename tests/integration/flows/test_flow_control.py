@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import func, select, update
 
+from taskservice.clock import utcnow
+from taskservice.ledger.models import EXECUTIONS, FLOW_EVENTS, FRAMES, STEP_RUNS
 from taskservice.services import Services
 
 pytestmark = pytest.mark.usefixtures("shared_worker", "shared_engine")
@@ -141,3 +145,21 @@ def _only(flow: str) -> Any:
     from taskservice.ledger.flows import ExecutionFilter
 
     return ExecutionFilter(flow=flow)
+
+
+def test_ended_executions_go_with_the_retention(app_client: FlaskClient, services: Services, deploy_flow: Any,
+                                                start_execution: Any, wait_for_execution: Any,
+                                                flow_name: str) -> None:
+    deploy_flow(app_client, flow_name, {"version": "v1", "type": "flow", "steps": [{"name": "p", "type": "pass"}]})
+    name = start_execution(app_client, flow_name, {})
+    wait_for_execution(app_client, flow_name, name, {"Succeeded"})
+    execution = services.flows.get_execution(flow_name, name)
+    with services.engine.begin() as conn:
+        conn.execute(update(EXECUTIONS).where(EXECUTIONS.c.id == execution.pk)
+                     .values(finished_at=utcnow() - timedelta(days=30)))
+    services.ledger.reap(retention_s=7 * 86400)
+    assert app_client.get(f"/v1/flows/{flow_name}/executions/{name}").status_code == 404
+    with services.engine.connect() as conn:
+        for table in (FRAMES, STEP_RUNS, FLOW_EVENTS):
+            assert conn.execute(select(func.count()).select_from(table)
+                                .where(table.c.execution_pk == execution.pk)).scalar() == 0
