@@ -17,6 +17,7 @@ help:
 	@echo "make media-demo  drop a video into a bucket: storage trigger → multi-format transcode → outputs (embedded default)"
 	@echo "make bench-events  trigger → Running latency (timer, storage) and queue-trigger messages/s vs bare kombu"
 	@echo "make bench-chaos  worker kills, Postgres and RabbitMQ restarts under load; re-rings of a queued backlog (restarts the machine's Postgres and RabbitMQ)"
+	@echo "make bench-flows  flow orchestration overhead: a 1,000-item foreach and a 50-step chain vs plain invocations"
 	@echo "make bench-stop  stop latency (taskservice stop vs Celery revoke) on Postgres + RabbitMQ"
 	@echo "make bench-console  the console's invocations page on a 1,000,000-invocation Postgres ledger (p50/p95 per page)"
 	@echo "make bench  benchmarks on Postgres + RabbitMQ (see bench/README.md); BENCH_ARGS=--quick for a short run"
@@ -55,12 +56,15 @@ bench: $(STAMP) services
 etl-demo: $(STAMP)
 	$(BIN)/python scripts/etl_demo.py
 
-.PHONY: media-demo bench-events
+.PHONY: media-demo bench-events bench-flows
 media-demo: $(STAMP) system-packages
 	$(BIN)/python scripts/media_demo.py
 
 bench-events: $(STAMP) services
 	$(BIN)/python bench/bench_events.py $(BENCH_ARGS)
+
+bench-flows: $(STAMP) services
+	$(BIN)/python bench/bench_flows.py $(BENCH_ARGS)
 
 bench-stop: $(STAMP) services
 	$(BIN)/python bench/bench_stop.py $(BENCH_ARGS)
