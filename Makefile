@@ -10,7 +10,7 @@ DATA_DIR ?= var
 .PHONY: run test lint install services system-packages bench bench-stop bench-ingest bench-chaos etl-demo clean help
 
 help:
-	@echo "make run    API, console, worker, relay, scheduler and queue consumer on the embedded default (SQLite, filesystem broker) on port $(PORT)"
+	@echo "make run    API, console, worker, relay, flow engine, scheduler and queue consumer on the embedded default (SQLite, filesystem broker) on port $(PORT)"
 	@echo "make test   install what is missing, make sure Postgres and RabbitMQ are up, run the whole suite"
 	@echo "make lint   ruff and mypy (part of make test)"
 	@echo "make etl-demo  the Kafka ETL scenario end to end (starts its own Tansu Kafka broker unless TASKSERVICE_KAFKA_BOOTSTRAP is set)"

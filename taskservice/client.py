@@ -1,14 +1,15 @@
 """The Python SDK and the CLI's HTTP client: one client of the REST API (the requests boundary).
 
 `Client(api_url, token=None)` has the API's verbs with typed results (`Submitted`, `InvocationInfo`, `LogLine`,
-`Page`, `ReplayResult`) and typed errors (`NotFoundError` 404, `ConflictError` 409 with the existing invocation,
-`ValidationError` 400/422, `AuthError` 401/403, `PayloadTooLargeError` 413), all `ApiError`s. The lower-level
-`request` and the dict-returning calls stay for the CLI's JSON output.
+`Page`, `ReplayResult`; for flows `FlowInfo`, `ExecutionStarted`, `ExecutionInfo`, `HistoryPage` from
+flow_client.py) and typed errors (`NotFoundError` 404, `ConflictError` 409 with the existing invocation or
+execution, `ValidationError` 400/422 with the flow step path at fault, `AuthError` 401/403, `PayloadTooLargeError`
+413), all `ApiError`s. The lower-level `request` and the dict-returning calls stay for the CLI's JSON output.
 
 A 503 (the ledger or broker briefly away) is retried, honouring Retry-After, for up to `retry_for_s`; an
 unreachable API is retried for a few seconds, for reads and for submissions. A submission is always safe to send
-again because it carries an invocation id, chosen here when the caller gave none: a retry never starts the work
-twice.
+again because it carries an invocation id (an execution start, its execution name), chosen here when the caller
+gave none: a retry never starts the work twice.
 """
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ from typing import Any
 import requests
 
 from taskservice.errors import ClientError
+from taskservice.flow_client import (
+    ExecutionInfo,
+    ExecutionPage,
+    ExecutionStarted,
+    FlowInfo,
+    HistoryEvent,
+    HistoryPage,
+)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 UNREACHABLE_PATIENCE_S = 5.0  # a restart of the API behind a balancer; longer silence means it is not running
@@ -43,6 +52,13 @@ class ApiError(ClientError):
 class ValidationError(ApiError):
     """400 or 422: the request was refused as it stands (the message names the field); nothing was written."""
 
+    @property
+    def path(self) -> str | None:
+        """For an invalid flow definition, the step path at fault (`""` for the definition as a whole)."""
+        details = self.body.get("details")
+        found = details.get("path") if isinstance(details, dict) else None
+        return found if isinstance(found, str) else None
+
 
 class AuthError(ApiError):
     """401 (no live token) or 403 (a read-only token asked to change something)."""
@@ -53,13 +69,18 @@ class NotFoundError(ApiError):
 
 
 class ConflictError(ApiError):
-    """409: a duplicate invocation id (`existing` is the invocation already holding it), or a stop/retry the
-    invocation's state does not allow."""
+    """409: a duplicate invocation id (`existing` is the invocation already holding it) or execution name
+    (`existing_execution`), or a stop/retry/redrive the state does not allow."""
 
     @property
     def existing(self) -> InvocationInfo | None:
         found = self.body.get("invocation")
         return InvocationInfo.from_api(found) if isinstance(found, dict) else None
+
+    @property
+    def existing_execution(self) -> ExecutionStarted | None:
+        found = self.body.get("execution")
+        return ExecutionStarted.from_api(found) if isinstance(found, dict) else None
 
 
 class PayloadTooLargeError(ApiError):
@@ -71,9 +92,10 @@ _ERRORS: dict[int, type[ApiError]] = {400: ValidationError, 422: ValidationError
 
 
 class WaitTimeout(ClientError):
-    """`Client.wait` gave up before the invocation ended; `last` is what it saw last."""
+    """`Client.wait` or `wait_execution` gave up before the invocation or execution ended; `last` is what it saw
+    last."""
 
-    def __init__(self, message: str, last: InvocationInfo) -> None:
+    def __init__(self, message: str, last: InvocationInfo | ExecutionInfo) -> None:
         super().__init__(message)
         self.last = last
 
@@ -179,6 +201,11 @@ def _retry_after(exc: ApiError, tries: int) -> float:
 def new_invocation_id() -> str:
     """An id for a submission whose caller chose none, made before the first try so every retry carries it."""
     return f"inv_{uuid.uuid4().hex}"
+
+
+def new_execution_name() -> str:
+    """The same for an execution start: the name is what makes a resent start harmless."""
+    return f"exec_{uuid.uuid4().hex}"
 
 
 class Client:
@@ -394,3 +421,100 @@ class Client:
 
     def delete_trigger(self, name: str) -> None:
         self.request("DELETE", f"/v1/triggers/{name}")
+
+    # --- flows (design §7) ----------------------------------------------------------------------------------------
+    def put_flow(self, name: str, definition: str | dict[str, Any], *, description: str | None = None,
+                 on_success: str | None = None, on_failure: str | None = None) -> FlowInfo:
+        """Deploy or replace flow NAME; `definition` is YAML/JSON text (kept as written) or a dict. An invalid
+        definition is a ValidationError whose `path` names the step at fault; nothing is written then."""
+        body: dict[str, Any] = {"definition": definition, "on_success": on_success, "on_failure": on_failure}
+        if description is not None:
+            body["description"] = description
+        return FlowInfo.from_api(self.request("PUT", f"/v1/flows/{name}", json_body=body, send_json=True))
+
+    def get_flow(self, name: str) -> FlowInfo:
+        return FlowInfo.from_api(self.request("GET", f"/v1/flows/{name}"))
+
+    def list_flows(self) -> builtins.list[FlowInfo]:
+        return [FlowInfo.from_api(f) for f in self.request("GET", "/v1/flows")["items"]]
+
+    def delete_flow(self, name: str) -> None:
+        """Executions already started run to their end on the definition they started with."""
+        self.request("DELETE", f"/v1/flows/{name}")
+
+    def start_execution(self, flow: str, input: dict[str, Any] | None = None, *, name: str | None = None
+                        ) -> ExecutionStarted:
+        """Start an execution of FLOW with `input` (a JSON object; the state starts as it). Through an outage the
+        same name is sent again; if an earlier try was accepted but its answer lost, the 409 that follows names our
+        own execution (same input) and is the answer. Otherwise a taken name is a ConflictError whose
+        `existing_execution` is the execution holding it."""
+        chosen = name or new_execution_name()
+        body = {} if input is None else input
+        try:
+            raw = self.request("POST", f"/v1/flows/{flow}/executions", json_body=body, send_json=True,
+                               headers={"X-Execution-Name": chosen}, resend_when_unreachable=True)
+        except ConflictError as exc:
+            if exc.tries > 1 and exc.existing_execution is not None \
+                    and self.get_execution(flow, chosen).input == body:
+                return exc.existing_execution
+            raise
+        return ExecutionStarted.from_api(raw)
+
+    def get_execution(self, flow: str, name: str) -> ExecutionInfo:
+        """The execution with its steps (one entry per step run) and input and output."""
+        return ExecutionInfo.from_api(self.request("GET", f"/v1/flows/{flow}/executions/{name}"))
+
+    def list_executions(self, *, flow: str | None = None, status: str | builtins.list[str] | None = None,
+                        prefix: str | None = None, since: str | None = None, until: str | None = None,
+                        limit: int | None = None, cursor: str | None = None) -> ExecutionPage:
+        """One page of executions, newest first (see `iter_executions` for all of them)."""
+        statuses = ",".join(status) if isinstance(status, builtins.list) else status
+        page = self.request("GET", "/v1/executions", params={
+            "flow": flow, "status": statuses, "prefix": prefix, "since": since, "until": until, "limit": limit,
+            "cursor": cursor})
+        return ExecutionPage(items=[ExecutionInfo.from_api(e) for e in page["items"]],
+                             next_cursor=page["next_cursor"])
+
+    def iter_executions(self, **filters: Any) -> Iterator[ExecutionInfo]:
+        cursor = None
+        while True:
+            page = self.list_executions(**filters, cursor=cursor)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def history(self, flow: str, name: str, *, after: int = 0, limit: int | None = None) -> HistoryPage:
+        """The execution's events after event id `after`, oldest first; ask again with `after=page.last` for the
+        ones that follow."""
+        raw = self.request("GET", f"/v1/flows/{flow}/executions/{name}/history",
+                           params={"after": after, "limit": limit})
+        return HistoryPage(items=[HistoryEvent.from_api(e) for e in raw["items"]], last=raw["last"], raw=raw)
+
+    def stop_execution(self, flow: str, name: str) -> ExecutionStarted:
+        """Durable stop (Stopping, then Stopped once its running step invocations are killed); ConflictError once
+        it has ended."""
+        return ExecutionStarted.from_api(self.request("POST", f"/v1/flows/{flow}/executions/{name}/stop"))
+
+    def redrive_execution(self, flow: str, name: str) -> ExecutionStarted:
+        """Resume a Failed, Stopped or TimedOut execution at the steps that did not succeed; ConflictError
+        otherwise."""
+        return ExecutionStarted.from_api(self.request("POST", f"/v1/flows/{flow}/executions/{name}/redrive"))
+
+    def wait_execution(self, flow: str, name: str, *, timeout_s: float | None = None, poll_s: float = 0.3,
+                       progress: Callable[[ExecutionInfo], None] | None = None) -> ExecutionInfo:
+        """Poll until the execution ends and return it; `progress` is called with every change seen (status or a
+        step's status). Raises WaitTimeout after `timeout_s`."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        seen: tuple[Any, ...] | None = None
+        while True:
+            info = self.get_execution(flow, name)
+            now_seen = (info.status, tuple((s.path, s.visit, s.status, s.attempts) for s in info.steps))
+            if progress is not None and now_seen != seen:
+                progress(info)
+            seen = now_seen
+            if info.ended:
+                return info
+            if deadline is not None and time.monotonic() + poll_s > deadline:
+                raise WaitTimeout(f"execution {name} of {flow} is still {info.status} after {timeout_s:g}s", info)
+            time.sleep(poll_s)

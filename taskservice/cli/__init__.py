@@ -8,7 +8,7 @@ import click
 from taskservice.cli.client_commands import functions, invoke, tasks
 from taskservice.cli.control_commands import retry, stop
 from taskservice.cli.destination_commands import destinations, dlq
-from taskservice.cli.flow_commands import engine
+from taskservice.cli.flow_commands import engine, flows
 from taskservice.cli.media_commands import deploy_media
 from taskservice.cli.object_commands import objects
 from taskservice.cli.server_commands import api, dev, migrate, relay, worker
@@ -29,12 +29,13 @@ def cli(ctx: click.Context, api_url: str) -> None:
     Run everything locally:   taskservice dev
     Register a function:      taskservice functions deploy demo --handler workers.handlers.sleep:handler
     Invoke it and watch:      taskservice invoke demo -e '{"seconds": 3}' --wait
+    Run a flow of functions:  taskservice flows deploy media -f flow.yaml && taskservice flows start media --wait
     """
     ctx.obj = {"api_url": api_url, "token": os.environ.get("TASKSERVICE_TOKEN")}
 
 
 for command in (dev, api, worker, relay, migrate, functions, invoke, tasks, destinations, dlq, ingest, triggers,
-                tokens, scheduler, consume, objects, engine):
+                tokens, scheduler, consume, objects, engine, flows):
     cli.add_command(command)
 tasks.add_command(stop)
 tasks.add_command(retry)

@@ -12,7 +12,8 @@ from taskservice.client import ApiError, Client
 from taskservice.errors import ClientError
 
 STATUS_COLOURS = {"Succeeded": "green", "Failed": "red", "Invalid": "red", "Expired": "yellow", "Stopped": "yellow",
-                  "Running": "cyan", "Retrying": "magenta", "Stopping": "magenta", "Enqueued": "blue"}
+                  "Running": "cyan", "Retrying": "magenta", "Stopping": "magenta", "Enqueued": "blue",
+                 "TimedOut": "yellow", "Caught": "yellow", "Waiting": "blue"}  # the last three: flows
 
 
 def client_of(ctx: click.Context) -> Client:

@@ -1,5 +1,6 @@
-"""`taskservice dev` runs the event sources too: a timer fires through its scheduler, a file put into the embedded
-object storage fires a storage trigger, and a message on the embedded broker fires a queue trigger."""
+"""`taskservice dev` runs the event sources and the flow engine too: a timer fires through its scheduler, a file put
+into the embedded object storage fires a storage trigger, a message on the embedded broker fires a queue trigger,
+and a flow of two task steps runs to its end through dev's engine and worker."""
 from __future__ import annotations
 
 import json
@@ -21,9 +22,10 @@ def dev(start_dev: Callable[..., Any]) -> Any:
     return start_dev()
 
 
-def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path, repo_dir: Path,
-                                                     eventually: Callable[..., Any]) -> None:
+def test_dev_fires_timer_storage_and_queue_triggers_and_runs_flows(dev: Any, tmp_path: Path, repo_dir: Path,
+                                                                   eventually: Callable[..., Any]) -> None:
     assert any(line.startswith("  scheduler ") for line in dev.lines())
+    assert any(line.startswith("  engine ") for line in dev.lines())
     data_dir = tmp_path / "dev-data-0"  # where the start_dev fixture puts its first dev's data
     client = taskservice.Client(dev.base)
     client.put_function("echo", {"handler": "workers.handlers.echo:handler"})
@@ -61,3 +63,22 @@ def test_dev_fires_timer_storage_and_queue_triggers(dev: Any, tmp_path: Path, re
                              if i.status == "Succeeded"], timeout_s=30, what="the queue trigger ran")
     [message] = client.get("echo", queued[0].invocation_id).result
     assert message["messageId"] == "m1" and json.loads(message["body"]) == {"hello": 1}
+
+    client.put_flow("twice", """
+version: v1
+type: flow
+steps:
+  - name: first
+    type: task
+    resourceArn: function:echo
+  - name: both
+    type: parallel
+    branches:
+      - steps: [{name: left, type: task, resourceArn: "function:echo"}]
+      - steps: [{name: right, type: pass}]
+""")
+    client.start_execution("twice", {"through": "dev"}, name="dev_flow")
+    done = client.wait_execution("twice", "dev_flow", timeout_s=60)
+    assert done.status == "Succeeded", done
+    assert done.output["through"] == "dev" and [b["through"] for b in done.output["both"]] == ["dev", "dev"]
+    assert [s.path for s in done.steps if s.type == "task"] == ["first", "both/0/left"]

@@ -33,6 +33,7 @@ REQUIRED = {  # what each process cannot run in production without
     "relay": {DB, BROKER},
     "ingest": {DB, BROKER, "TASKSERVICE_KAFKA_BOOTSTRAP"},
     "scheduler": {DB, BROKER},
+    "engine": {DB, BROKER},  # flow steps are submitted through the one submission path: ledger row + doorbell
     "consume": {DB, BROKER},
     "consumer": {DB, BROKER},
 }

@@ -41,7 +41,7 @@ def test_the_kustomize_overlay_renders_and_its_objects_agree_with_the_code(deplo
             "PodDisruptionBudget", "Service"} <= kinds
     components = {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] for d in docs
                   if d["kind"] in ("Deployment", "Job")}
-    assert components == {"api", "worker", "relay", "ingest", "scheduler", "consumer", "migrate"}
+    assert components == {"api", "worker", "relay", "ingest", "scheduler", "engine", "consumer", "migrate"}
     assert check_kubernetes(docs, expected_image(deploy_dir / OVERLAY)) == []
 
 
@@ -82,6 +82,8 @@ BROKEN = [
       "needs TASKSERVICE_DATABASE_URL, which is not set"]),
     ("compose.yaml", '"--health-port", "8001"', '"--helth-port", "8001"', ["No such option", "--helth-port"]),
     ("compose.yaml", 'command: ["relay"]', 'command: ["relays"]', ["`relays` is not a taskservice subcommand"]),
+    ("compose.yaml", 'command: ["engine"]', 'command: ["engine", "--loglevel"]',
+     ["`taskservice engine --loglevel`: Option '--loglevel' requires an argument"]),
     ("compose.yaml", "stop_grace_period: 45s", "stop_grace_period: 20s", ["stop_grace_period is 20s"]),
     ("compose.yaml", "condition: service_completed_successfully", "condition: service_complete",
      ["not a valid Compose file"]),
@@ -107,6 +109,8 @@ BROKEN = [
      ["Unknown key 'TimeoutStopSek'"]),
     ("systemd/taskservice-api.service", "taskservice api", "taskservice api --workers many",
      ["'many' is not a valid integer"]),
+    ("systemd/taskservice-engine.service", "bin/taskservice engine", "bin/taskservice engines",
+     ["`engines` is not a taskservice subcommand"]),
 ]
 
 

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Lowest first. A unit is a top-level module or subpackage of taskservice (or all of workers).
 LAYERS: list[set[str]] = [
     {"version", "errors", "clock", "backoff", "statuses", "lifetime"},
+    {"flow_client"},  # the SDK's typed flow records (pure), which the HTTP client returns
     {"client"},  # the HTTP client (SDK): talks to the API, never to the ledger
     {"storage", "kafka", "specs", "flowdef"},  # flowdef: flow definitions, conditions and mappings (pure)
     {"trigger_specs"},  # trigger kinds, schedules and event ids: shared by API, scheduler and storage events
