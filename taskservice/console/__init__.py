@@ -13,11 +13,19 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from taskservice.console import auth, dead_letters, invocations, pages  # noqa: F401 - they add their routes
-from taskservice.console.blueprint import STATS_KEY, console
+from taskservice.console import (  # noqa: F401 - they add their routes
+    auth,
+    dead_letters,
+    execution_page,
+    flow_pages,
+    invocations,
+    pages,
+)
+from taskservice.console.blueprint import LIVE_ENDPOINTS, STATS_KEY, console
 from taskservice.console.formatting import FILTERS
 from taskservice.db import is_outage
 from taskservice.errors import LedgerUnavailable, TaskServiceError
+from taskservice.ledger.flows import EXECUTION_STATUSES
 from taskservice.ledger.states import TERMINAL, Status
 from taskservice.ledger.stats import ConsoleStats
 
@@ -32,7 +40,7 @@ def register_console(app: Flask) -> None:
     app.extensions[STATS_KEY] = ConsoleStats(app.extensions["taskservice"].engine)
     app.register_blueprint(console)
     app.jinja_env.filters.update(FILTERS)
-    app.jinja_env.globals.update(STATUSES=list(Status), TERMINAL=TERMINAL)
+    app.jinja_env.globals.update(STATUSES=list(Status), TERMINAL=TERMINAL, EXECUTION_STATUSES=EXECUTION_STATUSES)
 
 
 def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
@@ -48,7 +56,7 @@ def _csrf_refused(exc: CSRFError) -> tuple[str, int]:
 
 @console.errorhandler(TaskServiceError)
 def _service_error(exc: TaskServiceError) -> tuple[str, int] | tuple[Response, int]:
-    if request.endpoint == "console.live":
+    if request.endpoint in LIVE_ENDPOINTS:
         return {"error": {"code": exc.code, "message": exc.message}}, exc.http_status  # type: ignore[return-value]
     titles = {400: "Bad request", 401: "Sign-in needed", 403: "Not allowed", 404: "Not found", 409: "Conflict",
               413: "Too large", 422: "Invalid input", 503: "Temporarily unavailable"}

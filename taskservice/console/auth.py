@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from taskservice.console.blueprint import console, services
+from taskservice.console.blueprint import LIVE_ENDPOINTS, console, services
 from taskservice.errors import Forbidden, Unauthorized
 
 PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
@@ -38,7 +38,7 @@ def _sign_in_and_csrf() -> Response | None:
     if request.method == "POST":
         current_app.extensions["csrf"].protect()
     if g.viewer is None and request.endpoint not in PUBLIC_ENDPOINTS:
-        if request.endpoint == "console.live":
+        if request.endpoint in LIVE_ENDPOINTS:
             raise Unauthorized("sign in again: this session has ended")
         return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
     return None
@@ -62,7 +62,7 @@ def require_change() -> None:
     """Refuse a state-changing action to a read-only viewer."""
     if not g.viewer.can_change:
         raise Forbidden(f"you are signed in as {g.viewer.name!r}, a read-only token: you may look but not stop, "
-                        "retry or replay anything")
+                        "retry, redrive or replay anything")
 
 
 def _safe_next(target: str | None) -> str:

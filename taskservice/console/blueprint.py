@@ -10,6 +10,8 @@ console = Blueprint("console", __name__, template_folder="templates", static_fol
                     static_url_path="/static/console")
 
 STATS_KEY = "taskservice.console_stats"
+#: Endpoints a page polls: they answer JSON errors (a 401 rather than a redirect to the sign-in page).
+LIVE_ENDPOINTS = frozenset({"console.live", "console.execution_live"})
 
 
 def services() -> Services:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from typing import Any
 
 from taskservice.clock import utcnow
 
@@ -86,5 +87,14 @@ def size(text: str | None) -> str:
     return f"{n:,} bytes" if n < 10_000 else f"{n / 1024:,.1f} KiB"
 
 
+def compact_json(value: Any) -> str:
+    """One line of JSON for a table cell (a history event's detail); nothing for an empty object."""
+    if value in (None, {}):
+        return ""
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return text if len(text) <= SHOW_MAX_CHARS else text[:SHOW_MAX_CHARS] + " …"
+
+
 FILTERS = {"reltime": reltime, "abstime": abstime, "isotime": isotime, "duration": duration, "capped": capped,
-           "percent": percent, "pretty_json": pretty_json, "is_large": is_large, "size": size}
+           "percent": percent, "pretty_json": pretty_json, "is_large": is_large, "size": size,
+           "compact_json": compact_json}

@@ -275,6 +275,14 @@ class FlowStore:
                                 .order_by(STEP_RUNS.c.entered_at, STEP_RUNS.c.id)).all()
         return [StepRun.from_row(r) for r in rows]
 
+    def frame_statuses(self, execution_pk: int) -> dict[str, str]:
+        """Scope → status of every frame below the top level (`P/0`, `F/3`): how the console counts a foreach's
+        iterations and colours a parallel's branches without reading their states."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(FRAMES.c.scope, FRAMES.c.status)
+                                .where(FRAMES.c.execution_pk == execution_pk, FRAMES.c.scope != "")).all()
+        return {r.scope: r.status for r in rows}
+
     def history(self, execution_pk: int, *, after: int = 0, limit: int = 1000) -> list[FlowEvent]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(FLOW_EVENTS).where(FLOW_EVENTS.c.execution_pk == execution_pk,

@@ -1,28 +1,29 @@
-// taskservice console: confirmation dialogs, and the live view of one invocation. No framework, no build step.
+// taskservice console: confirmation dialogs, and the live views of one invocation and of one execution. No framework, no build step.
 "use strict";
 
 // Every form with data-confirm asks first, in a <dialog>; a confirmed form is sent with confirmed=1.
 // Without JavaScript the server asks on a page of its own instead.
+// Listening on the document, so forms a live view draws later (the execution page's Stop and Redrive) ask too.
 (function confirmations() {
   const dialog = document.getElementById("confirm-dialog");
   if (!dialog) return;
-  document.querySelectorAll("form[data-confirm]").forEach((form) => {
-    form.addEventListener("submit", (event) => {
-      if (form.dataset.confirmed === "1") return;
-      event.preventDefault();
-      dialog.querySelector(".question").textContent = form.dataset.confirm;
-      document.getElementById("confirm-ok").textContent = "Yes, " + (form.dataset.confirmLabel || "go").toLowerCase();
-      dialog.returnValue = "";
-      dialog.showModal();
-      dialog.addEventListener("close", function onClose() {
-        dialog.removeEventListener("close", onClose);
-        if (dialog.returnValue !== "ok") return;
-        const flag = document.createElement("input");
-        flag.type = "hidden"; flag.name = "confirmed"; flag.value = "1";
-        form.appendChild(flag);
-        form.dataset.confirmed = "1";
-        form.submit();
-      });
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.matches("form[data-confirm]")) return;
+    if (form.dataset.confirmed === "1") return;
+    event.preventDefault();
+    dialog.querySelector(".question").textContent = form.dataset.confirm;
+    document.getElementById("confirm-ok").textContent = "Yes, " + (form.dataset.confirmLabel || "go").toLowerCase();
+    dialog.returnValue = "";
+    dialog.showModal();
+    dialog.addEventListener("close", function onClose() {
+      dialog.removeEventListener("close", onClose);
+      if (dialog.returnValue !== "ok") return;
+      const flag = document.createElement("input");
+      flag.type = "hidden"; flag.name = "confirmed"; flag.value = "1";
+      form.appendChild(flag);
+      form.dataset.confirmed = "1";
+      form.submit();
     });
   });
 })();
@@ -90,6 +91,53 @@ document.querySelectorAll("form.filters").forEach((form) => {
     document.getElementById("attempts").textContent = data.attempts;
     if (data.status !== shownStatus) { window.location.reload(); return; }
     setTimeout(poll, data.logs.length >= 1000 ? 50 : 1000);
+  }
+  setTimeout(poll, 1000);
+})();
+
+// The execution page polls its live endpoint while the execution has not ended. The endpoint sends the page's
+// changing parts (status, buttons, facts, the step graph, the iterations, input and output) as HTML drawn by the
+// same macros as the page, and the history rows after the last one shown; a part is swapped only when it changed,
+// so nothing flickers and the page never reloads. One more poll after the end draws the final state.
+(function liveExecution() {
+  const root = document.getElementById("execution");
+  if (!root || root.dataset.terminal === "true") return;
+  const history = document.querySelector("#history tbody");
+  const state = document.getElementById("live-state");
+  const shown = {};
+  let lastEvent = Number(root.dataset.lastEvent || 0);
+
+  function swap(id, html) {
+    if (shown[id] === html) return;
+    const element = document.getElementById(id);
+    if (element && element.innerHTML !== html) element.innerHTML = html;
+    shown[id] = html;
+  }
+
+  async function poll() {
+    let data;
+    try {
+      const response = await fetch(root.dataset.liveUrl + "?after=" + lastEvent, {credentials: "same-origin",
+                                                                                  headers: {Accept: "application/json"}});
+      if (response.status === 401) { window.location.reload(); return; }
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      data = await response.json();
+    } catch (err) {
+      state.textContent = "reconnecting…";
+      setTimeout(poll, 3000);
+      return;
+    }
+    for (const [id, html] of Object.entries(data.parts)) swap(id, html);
+    if (root.dataset.cut !== "true" && data.events.length) history.insertAdjacentHTML("beforeend", data.events.join(""));
+    lastEvent = data.lastEventId;
+    root.dataset.status = data.status;
+    if (data.terminal) {
+      root.dataset.terminal = "true";
+      state.textContent = "";
+      return;
+    }
+    state.textContent = "live";
+    setTimeout(poll, data.events.length >= 1000 ? 50 : 1000);
   }
   setTimeout(poll, 1000);
 })();
