@@ -24,15 +24,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @pytest.fixture(scope="session")
 def console(new_backend: Any, launch: Launcher) -> Iterator[Console]:
-    """`taskservice api` (sign-in required) and a worker on an embedded backend of their own."""
+    """`taskservice api` (sign-in required), a worker and a flow engine on an embedded backend of their own."""
     backend = new_backend("embedded")
     server = launch.api(backend, auth=True)
     worker = launch.worker(backend, 2)
+    engine = launch.engine(backend)
     services = Services.build(backend.settings)
     try:
         secret = services.tokens.create("browser_admin", "admin")[1]
         yield Console(server.base, services, secret, ApiSession(server.base, secret))
     finally:
+        engine.stop()
         worker.stop()
         server.stop()
         services.close()

@@ -23,6 +23,10 @@
       flag.type = "hidden"; flag.name = "confirmed"; flag.value = "1";
       form.appendChild(flag);
       form.dataset.confirmed = "1";
+      if (!form.isConnected) {  // a live view redrew its part while the dialog was open: send the form all the same
+        form.hidden = true;
+        document.body.appendChild(form);
+      }
       form.submit();
     });
   });
@@ -107,11 +111,16 @@ document.querySelectorAll("form.filters").forEach((form) => {
   const shown = {};
   let lastEvent = Number(root.dataset.lastEvent || 0);
 
+  // Every render signs a fresh CSRF token: a part that differs only in it is the same part, and is left alone
+  // (a focused Stop button must not be replaced under the keyboard every second).
+  const sameness = (html) => html.replace(/name="csrf_token" value="[^"]*"/g, "");
+
   function swap(id, html) {
-    if (shown[id] === html) return;
+    const key = sameness(html);
+    if (shown[id] === key) return;
     const element = document.getElementById(id);
-    if (element && element.innerHTML !== html) element.innerHTML = html;
-    shown[id] = html;
+    if (element && sameness(element.innerHTML) !== key) element.innerHTML = html;
+    shown[id] = key;
   }
 
   async function poll() {
