@@ -194,7 +194,7 @@ def test_bad_query_parameters_get_a_clear_400_page(app_client: FlaskClient, quer
 
 def test_unknown_execution_is_a_404_page(app_client: FlaskClient, deploy_flow: Any, flow_name: str) -> None:
     deploy_flow(app_client, flow_name, waiting_flow())
-    for url in (f"/flows/{flow_name}/executions/nope", f"/flows/no_flow_here/executions/nope"):
+    for url in (f"/flows/{flow_name}/executions/nope", "/flows/no_flow_here/executions/nope"):
         answer = app_client.get(url)
         assert answer.status_code == 404 and "execution 'nope'" in html.unescape(answer.get_data(as_text=True))
     live = app_client.get(f"/flows/{flow_name}/executions/nope/live")
