@@ -12,7 +12,8 @@ from taskservice.console.blueprint import console, services, stats
 from taskservice.console.confirm import ask_first
 from taskservice.console.formatting import isotime
 from taskservice.console.params import PAGE_SIZES, WINDOWS, list_query, list_url, toggle_status
-from taskservice.errors import Conflict, IllegalTransition
+from taskservice.errors import Conflict, ExecutionNotFound, IllegalTransition
+from taskservice.ledger.flows import Execution
 from taskservice.ledger.records import Invocation
 from taskservice.ledger.states import TERMINAL, Status
 from taskservice.specs import check_function_name, check_invocation_id
@@ -48,10 +49,20 @@ def invocation(function: str, invocation_id: str) -> str:
         attempts.setdefault(t.attempt, []).append(t)
     parent = None if inv.parent_pk is None else ledger.get_by_pk(inv.parent_pk)
     logs = stats().logs_after(inv.pk, 0, limit=PAGE_LOG_LINES)
-    return render_template("invocation.html", inv=inv, attempts=attempts, parent=parent,
+    return render_template("invocation.html", inv=inv, attempts=attempts, parent=parent, execution=_execution(inv),
                            children=ledger.children(inv.pk), deliveries=services().outbox.for_invocation(inv.pk),
                            logs=logs, last_log_id=logs[-1].id if logs else 0,
                            duration_s=_duration(inv), terminal=inv.status in TERMINAL)
+
+
+def _execution(inv: Invocation) -> Execution | None:
+    """The flow execution a step invocation belongs to, so its page leads back to the execution."""
+    if inv.execution_pk is None:
+        return None
+    try:
+        return services().flows.get_execution_by_pk(inv.execution_pk)
+    except ExecutionNotFound:
+        return None
 
 
 def _duration(inv: Invocation) -> float | None:

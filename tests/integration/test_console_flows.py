@@ -108,6 +108,8 @@ def test_execution_page_draws_the_graph_coloured_by_status(app_client: FlaskClie
     sum_run = next(s for s in services.flows.steps(services.flows.get_execution(flow_name, name).pk)
                    if s.path == "sum")
     assert f'<a href="/invocations/{functions["add"]}/{sum_run.invocation_id}">' in page  # the task links
+    step_page = app_client.get(f"/invocations/{functions['add']}/{sum_run.invocation_id}").get_data(as_text=True)
+    assert f'href="/flows/{flow_name}/executions/{name}">{flow_name} / {name}</a>' in step_page  # and back
     assert "2/3 done, 1 failed" in page  # the foreach counter, in the graph and over its iteration list
     assert 'class="edge edge-choice"' in page and 'class="edge edge-default"' in page
     assert '<a href="#iterations-each">' in page  # a step inside the foreach links to its iteration list
