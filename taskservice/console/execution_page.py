@@ -68,8 +68,8 @@ def _iteration_lists(definition: FlowDefinition, progress: Progress, runs: list[
                 for run in foreach_runs for scope in (f"{run.path}/{k}" for k in range(run.items or 0))]
         shown = rows
         if len(rows) > ITERATION_ROWS:
-            shown = ([r for r in rows if r.status != "Succeeded"] + [r for r in rows if r.status == "Succeeded"])
-            shown = sorted(shown[:ITERATION_ROWS], key=rows.index)
+            first = sorted(range(len(rows)), key=lambda i: (rows[i].status == "Succeeded", i))[:ITERATION_ROWS]
+            shown = [rows[i] for i in sorted(first)]
         lists.append(IterationList(template, iterations_anchor(template), template.rsplit("/", 1)[-1],
                                    progress.iterations[template], shown, len(rows)))
     return lists

@@ -68,3 +68,23 @@ def test_every_way_out_of_a_step_has_an_arrow() -> None:
     assert kinds.count("catch") == 1 and kinds.count("choice") == 1 and kinds.count("default") == 1
     assert kinds.count("next") == 2  # fetch → route, fan → done; succeed and fail lead nowhere
     assert "catch FnF.ALL" in svg
+
+
+def test_a_long_iteration_list_shows_the_iterations_that_did_not_succeed_first() -> None:
+    from taskservice.console.execution_page import ITERATION_ROWS, _iteration_lists
+
+    definition = parse_definition({"version": "v1", "type": "flow", "steps": [
+        {"name": "each", "type": "foreach", "iterationMapping": {"collection": "$.items"},
+         "steps": [{"name": "work", "type": "task", "resourceArn": "function:work"}]}]})
+    failed = {5, 240}
+    runs = [run("each", "foreach", "Failed", items=250)]
+    runs += [run(f"each/{k}/work", "task", "Failed" if k in failed else "Succeeded", function="work",
+                 invocation_id=f"w{k}") for k in range(250)]
+    frames = {f"each/{k}": "Failed" if k in failed else "Succeeded" for k in range(250)}
+    [listing] = _iteration_lists(definition, Progress.of(definition, runs, frames), runs, frames)
+    scopes = [row.scope for row in listing.rows]
+    assert len(scopes) == ITERATION_ROWS and listing.total == 250
+    assert "each/240" in scopes and "each/5" in scopes and "each/239" not in scopes
+    assert scopes == sorted(scopes, key=lambda s: int(s.rsplit("/", 1)[1]))  # in index order
+    assert listing.rows[0].steps[0].invocation_id == "w0"
+    assert listing.count.text() == "248/250 done, 2 failed"
