@@ -19,11 +19,22 @@ from taskservice import create_app
 from taskservice.services import Services
 from tests.integration.test_console_auth import csrf_of, sign_in, token
 from tests.integration.test_console_pages import csrf, flashes
+from tests.support import Launcher
 
 if TYPE_CHECKING:
     from tests.support import Backend
 
-pytestmark = pytest.mark.usefixtures("shared_worker", "shared_engine")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def flow_processes(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A worker and an engine for this module only: the session's shared worker would keep running into the
+    console tests that follow, whose invocations must stay Enqueued."""
+    launcher = Launcher(tmp_path_factory.mktemp("console-flows"))
+    launcher.worker(backend, 2)
+    launcher.engine(backend)
+    yield
+    launcher.stop_all()
 
 
 def waiting_flow(seconds: int = 3600) -> dict[str, Any]:
