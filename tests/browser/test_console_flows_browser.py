@@ -83,3 +83,11 @@ def test_execution_page_draws_the_graph_updates_live_and_stops(console: Console,
     for pid in map(int, pids.read_text().split()):
         assert process_gone(pid), f"process {pid} outlived the stop"
     screenshot(page, "execution-stopped")
+
+    page.click("header nav >> text=Flows")  # the flows list is in the navigation, its counts lead to the list
+    expect(page.locator("#flows")).to_contain_text(flow)
+    screenshot(page, "flows")
+    page.click(f'#flows tr[data-flow="{flow}"] a.count:has(.n[data-status="Stopped"])')
+    expect(page.locator("#executions tbody tr")).to_have_count(1)
+    expect(page.locator("#executions")).to_contain_text(name)
+    screenshot(page, "executions")
