@@ -308,14 +308,6 @@ def shared_worker(backend: Backend, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="session")
-def shared_engine(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[support.EngineProcess]:
-    """One flow engine per backend for the tests that do not kill it."""
-    launcher = Launcher(tmp_path_factory.mktemp("shared-engine"))
-    yield launcher.engine(backend)
-    launcher.stop_all()
-
-
-@pytest.fixture(scope="session")
 def settle() -> Callable[[WorkerProcess, Services, str], None]:
     """`settle(worker, services, function)`: wait until `worker` has handled every doorbell rung on `services`' queue
     before now. A sentinel invocation of `function` (its handler must succeed on `{}`) is submitted behind them; once

@@ -11,7 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ApiProcess, Backend, Launcher
+from tests.support import ApiProcess, Backend, EngineProcess, Launcher, WorkerProcess
+
+
+# The session's shared worker would outlive this package and run invocations that later tests (the console's) expect
+# to stay Enqueued: the flow tests get a worker and an engine of their own that end with the package.
+@pytest.fixture(scope="package")
+def shared_worker(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    launcher = Launcher(tmp_path_factory.mktemp("flow-worker"))
+    yield launcher.worker(backend, 2)
+    launcher.stop_all()
+
+
+@pytest.fixture(scope="package")
+def shared_engine(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
+    launcher = Launcher(tmp_path_factory.mktemp("flow-engine"))
+    yield launcher.engine(backend)
+    launcher.stop_all()
 
 
 @pytest.fixture(scope="module")
