@@ -12,10 +12,12 @@ from taskservice.backoff import backoff_delay
 from taskservice.clock import utcnow
 from taskservice.db import is_outage
 from taskservice.errors import TaskServiceError
+from taskservice.flowdef.limits import MAX_STEP_IO_BYTES
 from taskservice.ledger import Ledger, Status
+from taskservice.ledger.flows import FlowStore
 from taskservice.ledger.records import Claim, Invocation
 from taskservice.storage.events import ObjectEvent
-from taskservice.submission import Submitter
+from taskservice.submission import Submitter, encode_payload
 from workers.lease import AttemptLease
 from workers.sandbox import Job, Outcome, kill_tree, preload_module, run_isolated
 
@@ -55,6 +57,21 @@ class _AttemptHooks:
             return _LEDGER_AWAY
         return {"invocationId": child.invocation_id, "requestId": child.request_id, "function": child.function,
                 "status": child.status.value}
+
+    def on_start_execution(self, flow: str, payload: Any, name: str) -> dict[str, Any]:
+        """Start a flow execution for the handler (an old media parent handing its work to its flow)."""
+        try:
+            text = encode_payload(payload, MAX_STEP_IO_BYTES)
+            execution = FlowStore(self.runner.ledger.engine).start_named(flow, name, text)
+        except TaskServiceError as exc:
+            existing = getattr(exc, "existing", None)
+            return {"error": {"code": exc.code, "message": exc.message}, "existing": existing}
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return _LEDGER_AWAY
+        return {"executionName": execution.name, "flow": execution.flow, "requestId": execution.request_id,
+                "status": execution.status}
 
     def on_storage_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """The handler wrote or removed objects through context.storage: fire the storage triggers watching them."""
