@@ -1,4 +1,5 @@
-"""Media benchmark: one ffmpeg transcode against split → parallel transcode → merge, in one run.
+"""Media benchmark: one ffmpeg transcode against split → parallel transcode → merge, the split-merge both as the
+`media-split-merge` flow and as the waiting parent main had before flows, in one run.
 
     .venv/bin/python bench/bench_media.py [--seconds 120] [--size 1280x720] [--segment-seconds 10] [--workers 2]
 
@@ -6,11 +7,14 @@ On Postgres + RabbitMQ with a local-directory object store (so storage costs sta
 generates a clip (testsrc2 + sine), then measures with one `taskservice worker`:
 1. bare ffmpeg: the same encode run directly by the bench, no service;
 2. `transcode`: the whole clip in one invocation;
-3. `transcode-split`: split at keyframes, one `transcode-segment` child per segment on `--workers` slots (the
-   worker gets one more slot for the waiting parent), merge with the concat demuxer.
-For each: wall time and CPU seconds (user + sys of the worker's whole process tree, reaped children included, and of
-the machine as a whole from /proc/stat). From the split run's per-segment times it derives the critical path
-(split + longest segment + merge) and projects the wall time for 1, 4, 16 and 64 workers. Nothing is asserted.
+3. the built-in before flows (bench/split_merge_baseline.py): split at keyframes, one `transcode-segment` child per
+   segment on `--workers` slots (the worker gets one more slot for the waiting parent), merge with the concat demuxer;
+4. the `media-split-merge` flow (plan → foreach segment → merge) with a `taskservice engine`, on a worker with
+   `--workers` slots (nothing waits in a slot), the same step code.
+For each: wall time and CPU seconds (user + sys of the worker's whole process tree, reaped children included — plus
+the engine's for the flow — and of the machine as a whole from /proc/stat). From the built-in run's per-segment times
+it derives the critical path (split + longest segment + merge) and projects the wall time for 1, 4, 16 and 64
+workers. Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -33,15 +37,20 @@ from bench.machine import _busy_seconds, background_load  # noqa: E402
 from bench.procs import BenchError, Launched  # noqa: E402
 from bench.results import Figure, Report, guarded_run, print_report  # noqa: E402
 from bench.rig import REPO, Endpoints, Rig, RunNames, venv_tool  # noqa: E402
+from taskservice.cli.media_commands import MEDIA_FUNCTIONS, media_flow_definition  # noqa: E402
+from taskservice.flowdef import parse_definition  # noqa: E402
+from taskservice.services import Services  # noqa: E402
 from taskservice.specs import FunctionConfig  # noqa: E402
 from workers.media.ffmpeg import probe, transcode  # noqa: E402
 from workers.media.formats import parse_format, parse_options  # noqa: E402
 
 BUCKET = "bench"
 PRESET = "veryfast"
-FUNCTIONS = {"transcode": "workers.handlers.transcode:handler",
-             "transcode-split": "workers.handlers.split_merge:handler",
-             "transcode-segment": "workers.handlers.split_merge:segment_handler"}
+BASELINE = "split-baseline"
+FLOW = "media-split-merge"
+FUNCTIONS = {BASELINE: "bench.split_merge_baseline:handler",
+             **{name: MEDIA_FUNCTIONS[name][0] for name in ("transcode", "transcode-segment", "media-split-plan",
+                                                             "media-transcode-segment", "media-merge")}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,18 +80,23 @@ def tree_cpu_s(pid: int) -> float:
 
 
 class Measure:
-    def __init__(self, worker: Launched | None) -> None:
-        self.worker = worker
+    """Wall, CPU of the given processes' trees (the bench's own reaped children when none) and machine-wide CPU."""
+
+    def __init__(self, *processes: Launched) -> None:
+        self.processes = processes
+
+    def _cpu(self) -> float:
+        return sum(tree_cpu_s(p.pid) for p in self.processes) if self.processes else _own_children_cpu()
 
     def __enter__(self) -> Measure:
         self.wall0, self.busy0 = time.monotonic(), _busy_seconds()
-        self.cpu0 = tree_cpu_s(self.worker.pid) if self.worker else _own_children_cpu()
+        self.cpu0 = self._cpu()
         return self
 
     def __exit__(self, *_: Any) -> None:
         self.wall = time.monotonic() - self.wall0
         self.busy = _busy_seconds() - self.busy0
-        self.cpu = (tree_cpu_s(self.worker.pid) if self.worker else _own_children_cpu()) - self.cpu0
+        self.cpu = self._cpu() - self.cpu0
 
 
 def _own_children_cpu() -> float:
@@ -102,6 +116,19 @@ def wait_done(rig: Rig, function: str, iid: str, timeout_s: float = 1800) -> Any
             return inv
         time.sleep(0.1)
     raise BenchError(f"{function}/{iid} did not finish in {timeout_s:g}s")
+
+
+def wait_execution(rig: Rig, services: Services, name: str, timeout_s: float = 1800) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rig.procs.check()
+        execution = services.flows.get_execution(FLOW, name)
+        if execution.status not in ("Running", "Stopping"):
+            if execution.status != "Succeeded":
+                raise BenchError(f"execution {name} of {FLOW} ended {execution.status}: {execution.error}")
+            return execution
+        time.sleep(0.1)
+    raise BenchError(f"execution {name} of {FLOW} did not finish in {timeout_s:g}s")
 
 
 def makespan(durations: list[float], workers: int) -> float:
@@ -125,54 +152,83 @@ def run(rig: Rig, args: argparse.Namespace, report: Report) -> None:
     services = rig.in_process_services()
     for name, handler in FUNCTIONS.items():
         services.ledger.put_function(name, FunctionConfig(handler=handler, timeout_s=3600, max_retries=0))
+    text = media_flow_definition(FLOW)
+    services.flows.put(FLOW, source=text, definition=parse_definition(text).to_json(), description="bench",
+                       on_success=None, on_failure=None)
     opts_event = {"dst_format": "mp4", "preset": PRESET}
 
-    step("1/3 bare ffmpeg transcode (no service)")
+    step("1/4 bare ffmpeg transcode (no service)")
     work = rig.results_dir / "bare"
     work.mkdir()
-    with Measure(None) as bare:
+    with Measure() as bare:
         transcode(probe(clip), work / "out.mp4", parse_options(opts_event, parse_format("mp4")), max_bytes=2**34,
                   on_progress=lambda _: None)
 
     step(f"starting taskservice worker -c {args.workers + 1} (one slot for the waiting split parent)")
+    storage_env = {"TASKSERVICE_STORAGE_URL": f"file://{objects}"}
     worker = rig.procs.start("ts-worker", [venv_tool("taskservice"), "worker", "-c", str(args.workers + 1),
-                                           "--loglevel", "WARNING"],
-                             extra_env={"TASKSERVICE_STORAGE_URL": f"file://{objects}"}, watched=True)
+                                           "--loglevel", "WARNING"], extra_env=storage_env, watched=True)
     time.sleep(5)  # pool processes up
     event = {"bucket": BUCKET, "object": "inputs/clip.mp4", "output_dir": "out", **opts_event}
 
-    step("2/3 one transcode invocation for the whole clip")
+    step("2/4 one transcode invocation for the whole clip")
     with Measure(worker) as single:
         services.submitter.submit("transcode", event, invocation_id="single")
         wait_done(rig, "transcode", "single")
 
-    step(f"3/3 split into {args.segment_seconds:g}s segments, {args.workers} segment workers, merge")
+    step(f"3/4 built-in before flows: split into {args.segment_seconds:g}s segments, a parent waiting in a slot, "
+         f"{args.workers} segment workers, merge")
     with Measure(worker) as split:
-        services.submitter.submit("transcode-split", {**event, "segment_seconds": args.segment_seconds},
-                                  invocation_id="split")
-        inv = wait_done(rig, "transcode-split", "split")
+        services.submitter.submit(BASELINE, {**event, "segment_seconds": args.segment_seconds}, invocation_id="split")
+        inv = wait_done(rig, BASELINE, "split")
     result = json.loads(inv.result)
     children = services.ledger.children(inv.pk)
     seg_wall = [(c.finished_at - c.started_at).total_seconds() for c in children]  # type: ignore[operator]
-    t = result["timings"]
-    fixed = t["download_s"] + t["split_s"] + t["submit_s"] + t["merge_s"] + t["upload_s"]
-    critical = t["split_s"] + max(seg_wall) + t["merge_s"]
 
-    for label, m in (("bare ffmpeg (no service)", bare), ("transcode, 1 invocation", single),
-                     (f"split-transcode-merge, {args.workers} workers", split)):
+    step(f"4/4 the {FLOW} flow: taskservice engine + a worker with -c {args.workers} (no slot waits)")
+    rig.procs.stop(worker)
+    worker = rig.procs.start("ts-worker-flow", [venv_tool("taskservice"), "worker", "-c", str(args.workers),
+                                                "--loglevel", "WARNING"], extra_env=storage_env, watched=True)
+    engine = rig.procs.start("ts-engine", [venv_tool("taskservice"), "engine", "--loglevel", "WARNING"],
+                             watched=True)
+    time.sleep(5)  # pool processes and engine up
+    with Measure(worker, engine) as flow:
+        services.flows.start_named(FLOW, "split-flow", json.dumps({**event, "output_dir": "out-flow",
+                                                                   "segment_seconds": args.segment_seconds}))
+        execution = wait_execution(rig, services, "split-flow")
+    engine_cpu = tree_cpu_s(engine.pid)
+    steps = {s.path: s for s in services.flows.steps(execution.pk)}
+    flow_seg = [(s.ended_at - s.entered_at).total_seconds() for p, s in steps.items()  # type: ignore[operator]
+                if p.startswith("transcode/") and p.count("/") == 2]
+    if execution.output["source"]["frames"] != execution.output["outputs"][0]["frames"]:
+        raise BenchError(f"the flow's merge lost frames: {execution.output['outputs'][0]}")
+
+    t = result["timings"]
+    fixed = t["download_s"] + t["split_s"] + t["merge_s"] + t["upload_s"]
+    critical = t["split_s"] + max(seg_wall) + t["merge_s"]
+    builtin = f"split-merge built-in (waiting parent), {args.workers} workers"
+    as_flow = f"split-merge as the {FLOW} flow, {args.workers} workers"
+    for label, m in (("bare ffmpeg (no service)", bare), ("transcode, 1 invocation", single), (builtin, split),
+                     (as_flow, flow)):
         report.add(Figure("1", f"{label}: wall", m.wall, "s",
-                          detail=f"CPU {m.cpu:.1f} s in the worker tree (bench process for bare ffmpeg), "
-                                 f"{m.busy:.1f} s machine-wide"))
-    for label, m in (("transcode, 1 invocation", single), (f"split-transcode-merge, {args.workers} workers", split)):
+                          detail=f"CPU {m.cpu:.1f} s in the worker tree (bench process for bare ffmpeg; + engine "
+                                 f"for the flow), {m.busy:.1f} s machine-wide"))
+    for label, m in (("transcode, 1 invocation", single), (builtin, split), (as_flow, flow)):
         report.add(Figure("2", f"{label}: CPU", m.cpu, "s", detail=f"machine-wide {m.busy:.1f} s"))
-    report.add(Figure("2", "split vs 1 invocation: CPU overhead", 100 * (split.cpu / single.cpu - 1), "%",
+    report.add(Figure("2", "built-in split vs 1 invocation: CPU overhead", 100 * (split.cpu / single.cpu - 1), "%",
                       target="≤ 10 %", met=split.cpu / single.cpu - 1 <= 0.10,
                       detail=f"machine-wide {100 * (split.busy / single.busy - 1):.1f} %; vs bare ffmpeg "
                              f"{100 * (split.cpu / bare.cpu - 1):.1f} %"))
+    report.add(Figure("5", "flow vs built-in split-merge: wall", 100 * (flow.wall / split.wall - 1), "%",
+                      detail=f"{flow.wall:.1f} s vs {split.wall:.1f} s; {len(flow_seg)} segment steps, mean "
+                             f"{sum(flow_seg) / len(flow_seg):.1f} s entered→ended"))
+    report.add(Figure("5", "flow vs built-in split-merge: CPU", 100 * (flow.cpu / split.cpu - 1), "%",
+                      detail=f"{flow.cpu:.1f} s (engine {engine_cpu:.2f} s of it) vs {split.cpu:.1f} s; "
+                             f"machine-wide {flow.busy:.1f} s vs {split.busy:.1f} s"))
     report.add(Figure("3", "critical path (split + longest segment + merge)", critical, "s",
                       detail=f"split {t['split_s']:.1f} s, longest segment {max(seg_wall):.1f} s, merge "
                              f"{t['merge_s']:.1f} s; {len(seg_wall)} segments, mean {sum(seg_wall) / len(seg_wall):.1f}"
-                             f" s; download+submit+upload {t['download_s'] + t['submit_s'] + t['upload_s']:.1f} s"))
+                             f" s; download+upload {t['download_s'] + t['upload_s']:.1f} s"))
     # A worker here = one machine like this one. Segments ran two to a 2-core machine, so their measured wall times
     # are stretched; a segment alone runs its CPU seconds at the parallelism the single transcode reached.
     parallelism = single.cpu / single.wall
@@ -185,10 +241,13 @@ def run(rig: Rig, args: argparse.Namespace, report: Report) -> None:
                                  f"times as they ran (2 per machine): {fixed + makespan(seg_wall, n):.1f} s"))
     report.note(f"projection: segment solo time = its ffmpeg CPU s / {parallelism:.2f} (cores the single transcode "
                 f"used); critical path with solo times: {t['split_s'] + max(solo) + t['merge_s']:.1f} s")
-    report.note(f"per-segment wall (s, ledger started→finished): {', '.join(f'{s:.1f}' for s in seg_wall)}")
-    report.note(f"split parent timings (s): {t}")
-    report.note("projected wall = fixed parent steps (download, split, submit, merge, upload) + segments list-"
-                "scheduled in submission order on the first free worker")
+    report.note(f"per-segment wall (s, ledger started→finished), built-in: {', '.join(f'{s:.1f}' for s in seg_wall)}"
+                f"; flow steps: {', '.join(f'{s:.1f}' for s in flow_seg)}")
+    report.note(f"built-in parent timings (s): {t}")
+    report.note(f"flow step timings (s): plan {execution.output['plan_timings']}, merge "
+                f"{execution.output['merge_timings']}")
+    report.note("projected wall = fixed parent steps (download, split, merge, upload) + segments list-scheduled in "
+                "submission order on the first free worker")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """The media seed scenario, end to end (`make media-demo`): drop a video into a bucket → storage trigger → one
-upload transcoded to several formats in parallel (transcode-fanout) → the outputs listed.
+upload transcoded to several formats in parallel (the `media-fanout` flow) → the outputs listed.
 
 Runs `taskservice dev` on a scratch data dir — the embedded default: SQLite, the filesystem broker and a local
 directory as object storage, so no MinIO is needed — deploys the media built-ins, adds a storage trigger on bucket
@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import requests
 from demo_dev import dev_spot, running_dev
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,11 +38,11 @@ def main() -> None:
     spot = dev_spot("media-demo-")
     data_dir, base, env = spot.data_dir, spot.base, spot.env
     step(f"taskservice dev on {base} (embedded default; objects in {data_dir / 'objects'})")
-    with running_dev(spot, "-c", "5"):
-        run(env, data_dir)
+    with running_dev(spot, "-c", "2"):  # two slots are plenty: no function waits for another
+        run(env, data_dir, base)
 
 
-def run(env: dict[str, str], data_dir: Path) -> None:
+def run(env: dict[str, str], data_dir: Path, base: str) -> None:
     step("deploy the media functions and a storage trigger: uploads to media/in/*.mov run media-upload")
     cli(env, "functions", "deploy-media")
     cli(env, "triggers", "put", "new-videos", "--kind", "storage", "--function", "media-upload", "--bucket", "media",
@@ -53,7 +54,7 @@ def run(env: dict[str, str], data_dir: Path) -> None:
                     "-pix_fmt", "yuv420p", "-c:a", "aac", str(video)], check=True)
     step("drop it into the bucket (through the storage boundary: the trigger fires, no MinIO needed)")
     cli(env, "objects", "put", "media", "in/talk.mov", str(video), "--content-type", "video/quicktime")
-    step("the storage trigger's invocation fans out to mp4, webm and m3u8 and waits for them")
+    step("the storage trigger's invocation starts a media-fanout flow execution: one transcode step per format")
     deadline = time.monotonic() + 600
     while True:
         page = json.loads(cli(env, "tasks", "list", "--function", "media-upload", "--json"))
@@ -61,14 +62,23 @@ def run(env: dict[str, str], data_dir: Path) -> None:
         if items and items[0]["status"] in ("Succeeded", "Failed", "Invalid", "Stopped", "Expired"):
             break
         if time.monotonic() > deadline:
-            raise SystemExit("the transcode did not finish within 10 minutes")
-        time.sleep(3)
+            raise SystemExit("the upload was not handled within 10 minutes")
+        time.sleep(1)
     iid = items[0]["invocationId"]
     shown = json.loads(cli(env, "tasks", "show", "media-upload", iid, "--json"))
-    step(f"{shown['status']}: the outputs")
-    for out in (shown.get("result") or {}).get("outputs", []):
-        print(f"  {out}")
-    cli(env, "tasks", "list", "--prefix", iid)
+    for started in (shown.get("result") or {}).get("executions", []):
+        print(f"  follow: GET {base}{started['follow']}")
+        while True:
+            execution = requests.get(f"{base}{started['follow']}", timeout=10).json()
+            if execution["status"] not in ("Running", "Stopping"):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("the transcode did not finish within 10 minutes")
+            time.sleep(2)
+        step(f"execution {execution['executionName']}: {execution['status']}; the outputs")
+        for entry in (execution.get("output") or {}).get("formats", []):
+            for out in entry["outputs"]:
+                print(f"  {entry['format']:<5} {out['key']} ({out['size']} bytes, {out['duration']} s)")
     cli(env, "objects", "ls", "media", "--prefix", "out/")
     cli(env, "triggers", "show", "new-videos")
 

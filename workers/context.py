@@ -116,6 +116,15 @@ class Context:
             raise SubmissionRefused(reply["error"]["code"], reply["error"]["message"], reply.get("existing"))
         return reply
 
+    def start_execution(self, flow: str, payload: dict[str, Any], *, name: str) -> dict[str, Any]:
+        """Start an execution of a deployed flow (what `POST /v1/flows/{flow}/executions` does) and return at once
+        with {"executionName", "flow", "requestId", "status"}: a handler hands long orchestration to the flow engine
+        instead of waiting in its worker slot. A taken name raises SubmissionRefused("ExecutionAlreadyExist")."""
+        reply = self._channel.call({"t": "start_execution", "flow": flow, "payload": payload, "name": name})
+        if "error" in reply:
+            raise SubmissionRefused(reply["error"]["code"], reply["error"]["message"], reply.get("existing"))
+        return reply
+
     def children_status(self, children: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         """One ledger read of this invocation's children, given as (function, invocation id) pairs: each answer
         has invocationId, function, status, attempts, progress, result, error and errorType."""

@@ -12,10 +12,12 @@ from taskservice.backoff import backoff_delay
 from taskservice.clock import utcnow
 from taskservice.db import is_outage
 from taskservice.errors import TaskServiceError
+from taskservice.flowdef.limits import MAX_STEP_IO_BYTES
 from taskservice.ledger import Ledger, Status
+from taskservice.ledger.flows import FlowStore
 from taskservice.ledger.records import Claim, Invocation
 from taskservice.storage.events import ObjectEvent
-from taskservice.submission import Submitter
+from taskservice.submission import Submitter, encode_payload
 from workers.lease import AttemptLease
 from workers.sandbox import Job, Outcome, kill_tree, preload_module, run_isolated
 
@@ -44,17 +46,22 @@ class _AttemptHooks:
         self.lease.set_progress(percent, message)
 
     def on_submit(self, function: str, payload: Any, invocation_id: str | None) -> dict[str, Any]:
-        try:
+        def submit() -> dict[str, Any]:
             child = self.runner.submitter.submit(function, payload, invocation_id=invocation_id, parent_pk=self.pk)
-        except TaskServiceError as exc:
-            existing = getattr(exc, "existing", None)
-            return {"error": {"code": exc.code, "message": exc.message}, "existing": existing}
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            return _LEDGER_AWAY
-        return {"invocationId": child.invocation_id, "requestId": child.request_id, "function": child.function,
-                "status": child.status.value}
+            return {"invocationId": child.invocation_id, "requestId": child.request_id, "function": child.function,
+                    "status": child.status.value}
+
+        return _answer(submit)
+
+    def on_start_execution(self, flow: str, payload: Any, name: str) -> dict[str, Any]:
+        """Start a flow execution for the handler (an old media parent handing its work to its flow)."""
+        def start() -> dict[str, Any]:
+            text = encode_payload(payload, MAX_STEP_IO_BYTES)
+            execution = FlowStore(self.runner.ledger.engine).start_named(flow, name, text)
+            return {"executionName": execution.name, "flow": execution.flow, "requestId": execution.request_id,
+                    "status": execution.status}
+
+        return _answer(start)
 
     def on_storage_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """The handler wrote or removed objects through context.storage: fire the storage triggers watching them."""
@@ -96,6 +103,19 @@ class _AttemptHooks:
 
 
 _LEDGER_AWAY = {"error": {"code": "LedgerUnavailable", "message": "the ledger is unreachable; try again shortly"}}
+
+
+def _answer(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A handler's request to the service, answered: a refusal as its code, message and the existing record (a
+    409's), an outage as LedgerUnavailable (the handler may try again), anything else raised."""
+    try:
+        return call()
+    except TaskServiceError as exc:
+        return {"error": {"code": exc.code, "message": exc.message}, "existing": getattr(exc, "existing", None)}
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        return _LEDGER_AWAY
 
 
 class Runner:

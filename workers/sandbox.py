@@ -223,6 +223,11 @@ class _Supervision:
         elif kind == "submit":
             reply = self.hooks.on_submit(message["function"], message["payload"], message.get("invocation_id"))
             os.write(self.reply_w, (json.dumps(reply) + "\n").encode())
+        elif kind == "start_execution":  # hooks without flows (tests, tools) refuse it clearly
+            start = getattr(self.hooks, "on_start_execution", None)
+            reply = ({"error": {"code": "FlowsUnavailable", "message": "this runner cannot start flow executions"}}
+                     if start is None else start(message["flow"], message["payload"], message["name"]))
+            os.write(self.reply_w, (json.dumps(reply, default=str) + "\n").encode())
         elif kind == "children":
             reply = self.hooks.on_children(message["children"])
             os.write(self.reply_w, (json.dumps(reply, default=str) + "\n").encode())

@@ -91,7 +91,7 @@ def start_execution(name: str) -> tuple[Response, int]:
     """The body is the execution's input (a JSON object, empty = {}); `X-Execution-Name` names it (default:
     generated), and a taken name is a 409 carrying the execution that has it."""
     services = current_app.extensions["taskservice"]
-    flow = services.flows.get(check_function_name(name))
+    flow_name = check_function_name(name)
     execution_name = request.headers.get("X-Execution-Name")
     if execution_name is None:
         execution_name = f"exec_{uuid.uuid4().hex}"
@@ -100,11 +100,9 @@ def start_execution(name: str) -> tuple[Response, int]:
     payload = json_body(request, max_bytes=MAX_STEP_IO_BYTES, allow_empty=True, empty={})
     if not isinstance(payload, dict):
         raise InvalidQuery("an execution's input must be a JSON object (its state starts as this object)")
-    definition = parse_definition(flow.definition)
-    execution = services.flows.start(flow, execution_name, encode_payload(payload, MAX_STEP_IO_BYTES),
-                                     first_step=definition.steps[0].name, timeout_s=definition.timeout_s)
+    execution = services.flows.start_named(flow_name, execution_name, encode_payload(payload, MAX_STEP_IO_BYTES))
     response = jsonify(started_view(execution))
-    response.headers["Location"] = f"/v1/flows/{flow.name}/executions/{execution.name}"
+    response.headers["Location"] = f"/v1/flows/{execution.flow}/executions/{execution.name}"
     return response, 202
 
 

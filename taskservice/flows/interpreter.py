@@ -68,10 +68,13 @@ class StepFailed(Exception):
 _TOP_LEVEL_KEY = re.compile(r"\$(?:input)?\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def errors_match(errors: tuple[str, ...], error_type: str) -> bool:
-    """FDL error matching: `FnF.ALL` matches everything, `Unhandled` any exception of the handler itself."""
-    return ("FnF.ALL" in errors or error_type in errors
-            or ("Unhandled" in errors and error_type not in _SYSTEM_ERRORS))
+def errors_match(errors: tuple[str, ...], error_type: str, *, invalid: bool = False) -> bool:
+    """FDL error matching: `FnF.ALL` matches everything, `Unhandled` any exception of the handler itself. For retry
+    (`invalid=True`), an invocation that ended Invalid (an InvalidEvent: the same input fails the same way) is
+    matched only by its class name, `Invalid` or `FnF.ALL`, so a retry rule on `Unhandled` never re-runs a bad
+    event; catch rules still see it as Unhandled."""
+    return ("FnF.ALL" in errors or error_type in errors or (invalid and "Invalid" in errors)
+            or ("Unhandled" in errors and error_type not in _SYSTEM_ERRORS and not invalid))
 
 
 def step_invocation_id(execution_pk: int, path: str, visit: int, attempt: int) -> str:
@@ -204,7 +207,8 @@ class Advance:
                 error_type = invocation.error_type or _ERROR_OF_STATUS.get(invocation.status, "Unhandled")
                 self._event("TaskFailed", path, {"invocationId": run.invocation_id, "attempt": run.attempts,
                                                  "errorType": error_type, "error": (invocation.error or "")[:2000]})
-                self._task_failed(frame, step, run, error_type, invocation.error or "")
+                self._task_failed(frame, step, run, error_type, invocation.error or "",
+                                  invalid=invocation.status is Status.INVALID)
             return True
         if kind is StepType.WAIT:
             if run.status == WAITING and run.due_at is not None and run.due_at <= self.now:
@@ -238,9 +242,10 @@ class Advance:
         self._event("TaskSubmitted", run.path, {"function": step.function, "invocationId": invocation_id,
                                                 "attempt": attempt})
 
-    def _task_failed(self, frame: FrameState, step: Step, run: StepState, error_type: str, error: str) -> None:
+    def _task_failed(self, frame: FrameState, step: Step, run: StepState, error_type: str, error: str, *,
+                     invalid: bool = False) -> None:
         for rule in step.retry:
-            if errors_match(rule.errors, error_type):
+            if errors_match(rule.errors, error_type, invalid=invalid):
                 if run.attempts < rule.max_attempts:
                     delay = rule.interval_s * rule.multiplier ** (run.attempts - 1)
                     run.status, run.due_at, run.dirty = RETRYING, self.now + timedelta(seconds=delay), True

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskservice.clock import utcnow
 from taskservice.errors import DuplicateExecution, ExecutionNotFound, ExecutionStateConflict, FlowNotFound
+from taskservice.flowdef import parse_definition
 from taskservice.ledger.models import EXECUTIONS, FLOW_EVENTS, FLOWS, FRAMES, STEP_RUNS, WAKEUPS
 from taskservice.ledger.queries import decode_cursor, encode_cursor, starts_with
 
@@ -229,6 +230,13 @@ class FlowStore:
             raise DuplicateExecution(f"execution {name!r} of flow {flow.name!r} already exists "
                                      f"({existing.status})", existing={"pk": existing.pk}) from None
         return self.get_execution_by_pk(pk)
+
+    def start_named(self, flow_name: str, name: str, input_text: str) -> Execution:
+        """Start an execution of the deployed flow `flow_name` at its first step: what the API's POST does, and
+        what a handler's `context.start_execution` does (the old media parents start their flows this way)."""
+        flow = self.get(flow_name)
+        definition = parse_definition(flow.definition)
+        return self.start(flow, name, input_text, first_step=definition.steps[0].name, timeout_s=definition.timeout_s)
 
     def find_execution(self, flow: str, name: str) -> Execution | None:
         with self.engine.connect() as conn:

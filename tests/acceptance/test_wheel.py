@@ -87,8 +87,21 @@ def test_the_wheel_carries_migrations_templates_and_static_files_and_nothing_top
     for folder in ("templates", "static"):
         shipped = {p.name for p in (repo_dir / "taskservice" / "console" / folder).iterdir() if p.is_file()}
         assert {f"taskservice/console/{folder}/{name}" for name in shipped} <= names, folder
+    media_flows = {p.name for p in (repo_dir / "taskservice" / "cli" / "media_flows").glob("*.yaml")}
+    assert media_flows and {f"taskservice/cli/media_flows/{name}" for name in media_flows} <= names
     top_level = {name.split("/", 1)[0] for name in names}
     assert top_level == {"taskservice", "workers", installed.wheel.name.split("-py3")[0] + ".dist-info"}
+
+
+def test_the_media_flows_deploy_media_sends_load_and_parse_from_the_wheel(installed: Install) -> None:
+    """deploy-media reads its flows' YAML as package data: it must be there, and valid, outside the source tree."""
+    code = ("from taskservice.cli.media_commands import MEDIA_FLOWS, media_flow_definition; "
+            "from taskservice.flowdef import parse_definition; "
+            "print(sorted(n for n in MEDIA_FLOWS if parse_definition(media_flow_definition(n, 'p-')).steps))")
+    done = subprocess.run([str(installed.venv / "bin" / "python"), "-c", code], cwd=installed.outside,
+                          env=installed.env(), text=True, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['media-fanout', 'media-range-copy', 'media-split-merge']"
 
 
 def test_the_installed_package_is_the_one_imported(installed: Install, repo_dir: Path) -> None:

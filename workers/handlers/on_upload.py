@@ -1,18 +1,18 @@
 """Storage-trigger entry point of the media seed scenario: an upload (Function Compute's OSS event, as a storage
-trigger delivers it) becomes one `transcode-fanout` child per uploaded object, to the formats below, and this
-invocation ends with every output listed.
+trigger delivers it) starts one `media-fanout` flow execution per uploaded object, to the formats below, and ends at
+once with the executions listed (it used to wait for the outputs holding a worker slot; the executions' outputs list
+them now: `GET /v1/flows/media-fanout/executions/<name>`).
 
 Event: the OSS event `{"events": [{"eventName", "oss": {"bucket": {"name"}, "object": {"key", ...}}}]}`. Outputs go to
-`out/<object name without extension>/`. Child ids derive from this invocation's id (a retry re-adopts them), and this
-id derives from bucket, key and eTag, so one upload is transcoded once however often it is reported. Like the
-fan-out itself, it waits for its children holding one worker slot.
+`out/<object name without extension>/`. Execution names derive from this invocation's id (a retry adopts them), and
+this id derives from bucket, key and eTag, so one upload is transcoded once however often it is reported.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from workers.media import BadEvent
-from workers.media.family import submit_or_adopt, wait_all
+from workers.media.flow_start import flow_name, start_flow
 from workers.media.keys import child_id
 
 FORMATS = ("mp4", "webm", "m3u8")
@@ -22,7 +22,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     records = event.get("events") if isinstance(event, dict) else None
     if not isinstance(records, list) or not records:
         raise BadEvent("expected Function Compute's OSS event: {\"events\": [...]}")
-    children = []
+    inputs = []
     for n, record in enumerate(records):
         try:
             bucket, key = record["oss"]["bucket"]["name"], record["oss"]["object"]["key"]
@@ -31,10 +31,8 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
             continue
         stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "object"
-        payload = {"bucket": bucket, "object": key, "output_dir": f"out/{stem}", "dst_formats": list(FORMATS)}
-        children.append(submit_or_adopt(context, "transcode-fanout", payload,
-                                        child_id(context.invocation_id, f"fanout{n}")))
-    if not children:
-        return {"outputs": []}
-    items = wait_all(context, children, start=1, end=99, what="uploads")
-    return {"outputs": [out for item in items for out in item["result"]["outputs"]]}
+        inputs.append((n, {"bucket": bucket, "object": key, "output_dir": f"out/{stem}",
+                           "dst_formats": list(FORMATS)}))
+    flow = flow_name(context, "media-upload", "media-fanout")
+    return {"executions": [start_flow(context, flow, payload, child_id(context.invocation_id, f"fanout{n}"))
+                           for n, payload in inputs]}

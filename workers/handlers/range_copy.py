@@ -1,14 +1,15 @@
-"""Range-sharded copy of a large object to another bucket, or to another S3 endpoint: N children each copy one byte
-range, then compose.
+"""Range-sharded copy of a large object to another bucket, or to another S3 endpoint, as the steps of the
+`media-range-copy` flow: plan the byte ranges, copy each range in a foreach, compose and verify.
 
-Event: {"bucket", "object", "dst_bucket", "dst_object"} plus optional "shards" (default 8, at most 64),
-"dst_endpoint" (the name of a storage in TASKSERVICE_STORAGE_ENDPOINTS; default: the service's own storage) and
-"shard_function" (default "range-copy-shard", deployed with `shard_handler`).
-
-Each child streams its range (a ranged GET) into a part object (a multipart upload, a few MiB in memory at a time);
-the parent composes the parts server side (S3 UploadPartCopy; the local backend concatenates), then verifies the
-copy with SHA-256 streamed over source and destination, and removes the parts. Parts are at least 5 MiB (the S3
-minimum for all but the last part of a multipart upload), so a small object gets fewer shards than asked for.
+Flow input: {"bucket", "object", "dst_bucket", "dst_object"} plus optional "shards" (default 8, at most 64) and
+"dst_endpoint" (the name of a storage in TASKSERVICE_STORAGE_ENDPOINTS; default: the service's own storage). Steps:
+- `range-copy-plan` (`plan_handler`): validate, stat the source, one {"offset", "length", "part_key"} per shard;
+- `range-copy-shard` (`shard_handler`): stream one range (a ranged GET) into a part object (a multipart upload, a
+  few MiB in memory at a time), each shard retried on its own;
+- `range-copy-compose` (`compose_handler`): compose the parts server side (S3 UploadPartCopy; the local backend
+  concatenates), verify the copy with SHA-256 streamed over source and destination, remove the parts.
+Parts are at least 5 MiB (the S3 minimum for all but the last part of a multipart upload), so a small object gets
+fewer shards than asked for. `range-copy` (`handler`), the old parent that waited in a slot, starts the flow.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from typing import Any
 
 from taskservice.storage import ObjectInfo, ObjectNotFound, Storage, StorageError, copy_range_between
 from workers.media import BadEvent
-from workers.media.family import function_name, submit_or_adopt, wait_all
-from workers.media.keys import checked_bucket, checked_key, child_id, parse_source
+from workers.media.flow_start import flow_name, start_flow
+from workers.media.keys import Source, checked_bucket, checked_key, parse_source
 
 MIN_PART = 5 * 1024 * 1024
 MAX_SHARDS = 64
+FLOW = "media-range-copy"
 
 
 class ChecksumMismatch(Exception):
@@ -48,52 +50,83 @@ def target_storage(event: Any, context: Any) -> Storage:
         raise BadEvent(exc.message) from None
 
 
-def handler(event: Any, context: Any) -> dict[str, Any]:
+def _copy_request(event: Any, context: Any) -> tuple[Source, str, str, Storage]:
+    """Source, destination bucket and key, and the destination storage, refused when the copy is onto itself."""
     source = parse_source(event, output=False)
     dst_bucket = checked_bucket(event.get("dst_bucket"))
     dst_key = checked_key(event.get("dst_object"), "dst_object")
-    shards = event.get("shards", 8)
-    if not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
-        raise BadEvent(f"shards must be an integer in 1..{MAX_SHARDS}")
-    storage, iid = context.storage, context.invocation_id
     target = target_storage(event, context)
-    if target is storage and (dst_bucket, dst_key) == (source.bucket, source.key):
+    if target is context.storage and (dst_bucket, dst_key) == (source.bucket, source.key):
         raise BadEvent("the destination is the source object")
-    function = function_name(event, "shard_function", "range-copy-shard")
+    return source, dst_bucket, dst_key, target
+
+
+def _part_prefix(event: dict[str, Any], context: Any) -> str:
+    """Parts live under `_work/<execution>/` in the destination bucket (the execution is mapped in by the flow)."""
+    return f"_work/{checked_key(event.get('execution') or context.invocation_id, 'execution')}"
+
+
+def plan_handler(event: Any, context: Any) -> dict[str, Any]:
+    source, dst_bucket, _, target = _copy_request(event, context)
+    shards = event.get("shards", 8)
+    if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= MAX_SHARDS:
+        raise BadEvent(f"shards must be an integer in 1..{MAX_SHARDS}")
     try:
-        size = storage.stat(source.bucket, source.key).size
+        size = context.storage.stat(source.bucket, source.key).size
     except ObjectNotFound as exc:
         raise BadEvent(str(exc)) from None
     target.ensure_bucket(dst_bucket)
-    plan = shard_plan(size, shards)
-    parts = [ObjectInfo(dst_bucket, f"_work/{iid}/part_{n:05d}", length) for n, (_, length) in enumerate(plan)]
-    children = [submit_or_adopt(context, function, {"bucket": source.bucket, "object": source.key, "offset": offset,
-                                                    "length": length, "dst_bucket": dst_bucket, "part_key": part.key,
-                                                    "dst_endpoint": event.get("dst_endpoint")},
-                                child_id(iid, f"part{n:03d}"))
-                for n, ((offset, length), part) in enumerate(zip(plan, parts, strict=True))]
-    context.logger.info("copying %d bytes in %d shard(s)", size, len(plan))
+    prefix = _part_prefix(event, context)
+    parts = [{"index": n, "offset": offset, "length": length, "part_key": f"{prefix}/part_{n:05d}"}
+             for n, (offset, length) in enumerate(shard_plan(size, shards))]
+    context.logger.info("copying %d bytes in %d shard(s)", size, len(parts))
+    return {"size": size, "parts": parts}
+
+
+def compose_handler(event: Any, context: Any) -> dict[str, Any]:
+    """Event: the flow's state after the foreach: `size` and `parts` from the plan (every shard has copied)."""
+    source, dst_bucket, dst_key, target = _copy_request(event, context)
+    size, parts = event.get("size"), event.get("parts")
+    prefix = _part_prefix(event, context) + "/"
+    if not isinstance(size, int) or not isinstance(parts, list) or not parts:
+        raise BadEvent("size and parts must be the plan's (range-copy-plan's output)")
+    try:
+        infos = [ObjectInfo(dst_bucket, p["part_key"], p["length"]) for p in sorted(parts, key=lambda p: p["index"])]
+    except (KeyError, TypeError):
+        raise BadEvent("every part needs index, part_key and length") from None
+    if any(not i.key.startswith(prefix) for i in infos):
+        raise BadEvent(f"part keys must lie under {prefix}")  # the parts are removed afterwards: nothing else may be
+    context.progress(5, "composing")
+    composed = target.compose(dst_bucket, dst_key, infos)
+    context.progress(20, "verifying checksums")
     clock = time.monotonic()
-    wait_all(context, children, start=1, end=80, what="shards")
-    shards_s = time.monotonic() - clock
-    context.progress(80, "composing")
-    composed = target.compose(dst_bucket, dst_key, parts)
-    context.progress(85, "verifying checksums")
-    clock = time.monotonic()
-    src_sha, dst_sha = storage.sha256(source.bucket, source.key), target.sha256(dst_bucket, dst_key)
+    src_sha, dst_sha = context.storage.sha256(source.bucket, source.key), target.sha256(dst_bucket, dst_key)
     verify_s = time.monotonic() - clock
     if composed.size != size or src_sha != dst_sha:
         raise ChecksumMismatch(f"copy differs from source: {composed.size} bytes sha256 {dst_sha} vs {size} bytes "
                                f"sha256 {src_sha}")
-    target.remove(dst_bucket, [p.key for p in parts])
+    target.remove(dst_bucket, [p.key for p in infos])
     context.progress(100, "copied and verified")
-    return {"bucket": dst_bucket, "object": dst_key, "size": size, "sha256": dst_sha, "shards": len(plan),
-            "timings": {"shards_s": round(shards_s, 3), "verify_s": round(verify_s, 3)}}
+    return {"bucket": dst_bucket, "object": dst_key, "size": size, "sha256": dst_sha, "shards": len(infos),
+            "timings": {"verify_s": round(verify_s, 3)}}
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """`range-copy`: starts `media-range-copy` with this event and returns at once (no slot held)."""
+    if not isinstance(event, dict):
+        raise BadEvent("the event must be a JSON object")
+    return start_flow(context, flow_name(context, "range-copy", FLOW), event, context.invocation_id)
 
 
 def shard_handler(event: Any, context: Any) -> dict[str, Any]:
-    """Copy one byte range into one part object, streamed."""
+    """Copy one byte range into one part object, streamed. In the flow the range is the foreach item `part`
+    ({"offset", "length", "part_key"}); called directly, those fields are top-level."""
     source = parse_source(event, output=False)
+    item = event.get("part")
+    if item is not None:
+        if not isinstance(item, dict):
+            raise BadEvent("part must be an object with offset, length and part_key")
+        event = {**event, **{k: item.get(k) for k in ("offset", "length", "part_key")}}
     dst_bucket = checked_bucket(event.get("dst_bucket"))
     part_key = checked_key(event.get("part_key"), "part_key")
     offset, length = event.get("offset"), event.get("length")

@@ -1,114 +1,100 @@
-"""Split → parallel transcode → merge, for long videos.
+"""Split → parallel transcode → merge, for long videos, as the steps of the `media-split-merge` flow.
 
-Event: {"bucket", "object", "output_dir"} plus optional "dst_format" (mp4, mov, flv, avi or webm; default mp4),
-"segment_seconds" (default 30), the transcode encoding fields, and "segment_function" (default
-"transcode-segment", deployed with `segment_handler`).
+Flow input: {"bucket", "object", "output_dir"} plus optional "dst_format" (mp4, mov, flv, avi or webm; default mp4),
+"segment_seconds" (default 30) and the transcode encoding fields. The steps:
+- `media-split-plan` (`plan_handler`): cut the video at keyframes without re-encoding, upload the pieces, return the
+  plan (one item per piece);
+- `media-transcode-segment` (`segment_handler`): one piece, video only, encoded with the flow's options; the flow
+  runs these in a foreach with maxConcurrency, each with its own retry, and a redrive re-runs only failed pieces;
+- `media-merge` (`merge_handler`): join the encoded pieces with the concat demuxer (no re-encoding), add the source's
+  audio encoded once over the whole length (in sync), verify the frame count equals the source's, upload, clean up.
+No step waits for another: the flow engine does, holding no worker slot.
 
-The parent cuts the video stream at keyframes without re-encoding, uploads the pieces, submits one child per piece
-(each retried on its own), waits, joins the encoded pieces with the concat demuxer (no re-encoding) and adds the
-source's audio, encoded once over the whole length so it stays in sync. Every frame survives: the split copies
-packets and the segment encode passes timestamps through, so the merged frame count equals the source's.
+`transcode-split` (`handler`), the old parent that waited in a slot, now starts the flow and returns its name.
 """
 from __future__ import annotations
 
-import resource
-import time
 from typing import Any
 
-from taskservice.storage import ObjectInfo
 from workers.media import BadEvent
-from workers.media.family import function_name, submit_or_adopt, wait_all
-from workers.media.ffmpeg import encode_segment, merge, probe, split_video
-from workers.media.formats import SEGMENT_FORMATS, parse_format, parse_options
-from workers.media.keys import checked_key, child_id, output_key, parse_source, work_prefix
-from workers.media.work import fetch_and_probe, max_output_bytes, ranged, workdir
+from workers.media.flow_start import flow_name, start_flow
+from workers.media.keys import checked_key, output_key, parse_source, work_prefix
+from workers.media.segments import (
+    merge_segments,
+    plan_segments,
+    remove_prefix,
+    segment_options,
+    segment_seconds,
+    transcode_segment,
+)
+from workers.media.work import max_output_bytes, ranged, workdir
+
+FLOW = "media-split-merge"
 
 
-def _segment_seconds(event: dict[str, Any]) -> float:
-    value = event.get("segment_seconds", 30)
-    if not isinstance(value, int | float) or not 1 <= value <= 3600:
-        raise BadEvent("segment_seconds must be a number in 1..3600")
-    return float(value)
+def _run_name(event: dict[str, Any], context: Any) -> str:
+    """The name intermediate and output keys derive from: the flow's execution (mapped in as `execution`), else
+    this invocation (a plan or merge invoked on its own)."""
+    name = event.get("execution") or context.invocation_id
+    return checked_key(name, "execution")
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def handler(event: Any, context: Any) -> dict[str, Any]:
+def plan_handler(event: Any, context: Any) -> dict[str, Any]:
     source = parse_source(event)
-    fmt = parse_format(event.get("dst_format", "mp4"), SEGMENT_FORMATS)
-    opts = parse_options(event, fmt)
-    segment_s = _segment_seconds(event)
-    function = function_name(event, "segment_function", "transcode-segment")
-    limit = max_output_bytes(event)
-    storage, iid = context.storage, context.invocation_id
-    prefix = work_prefix(source.output_dir, iid)
-    timings: dict[str, float] = {}
+    opts = segment_options(event)  # validated here, before any work, so a bad option fails the flow at once
+    segment_s = segment_seconds(event)
+    max_output_bytes(event)
+    name = _run_name(event, context)
+    prefix = work_prefix(source.output_dir, name)
     with workdir() as work:
-        clock = time.monotonic()
-        src = fetch_and_probe(storage, source.bucket, source.key, work)
-        if src.video_codec is None:
-            raise BadEvent("split and merge needs a video stream; use transcode for audio")
-        timings["download_s"] = time.monotonic() - clock
-        clock, cpu = time.monotonic(), _children_cpu_s()
-        (work / "parts").mkdir()
-        parts = split_video(src, work / "parts", segment_s, ranged(context.progress, 1, 5, "splitting"))
-        timings["split_s"], timings["split_cpu_s"] = time.monotonic() - clock, _children_cpu_s() - cpu
-        context.logger.info("split %.1fs of video into %d segment(s) of ~%gs", src.duration_s, len(parts), segment_s)
-        clock = time.monotonic()
-        children = []
-        for n, part in enumerate(parts):
-            part_key = f"{prefix}/part_{n:05d}.mkv"
-            storage.upload(source.bucket, part_key, part)
-            payload = {"bucket": source.bucket, "object": part_key, "output_key": f"{prefix}/enc_{n:05d}.mkv",
-                       **opts.public(), "max_output_bytes": limit}
-            children.append(submit_or_adopt(context, function, payload, child_id(iid, f"seg{n:05d}")))
-        timings["submit_s"] = time.monotonic() - clock
-        clock = time.monotonic()
-        items = wait_all(context, children, start=5, end=90, what="segments")
-        timings["segments_s"] = time.monotonic() - clock
-        clock, cpu = time.monotonic(), _children_cpu_s()
-        merged = work / "merge"
-        merged.mkdir()
-        encoded = []
-        for n, item in enumerate(items):
-            path = merged / f"enc_{n:05d}.mkv"
-            storage.download(source.bucket, item["result"]["key"], path)
-            encoded.append(path)
-        dst = merged / f"output.{fmt.ext}"
-        merge(encoded, src, dst, opts, max_bytes=limit, on_progress=ranged(context.progress, 90, 97, "merging"))
-        timings["merge_s"], timings["merge_cpu_s"] = time.monotonic() - clock, _children_cpu_s() - cpu
-        clock = time.monotonic()
-        info = storage.upload(source.bucket, output_key(source.output_dir, iid, fmt.ext), dst,
-                              content_type=fmt.content_type)
-        duration = probe(dst).duration_s
-        storage.remove(source.bucket, [o.key for o in storage.list(source.bucket, prefix + "/")])
-        timings["upload_s"] = time.monotonic() - clock
-    context.progress(100, "merged")
-    return {"outputs": [{"bucket": source.bucket, "key": info.key, "size": info.size, "duration": round(duration, 3)}],
-            "source": {"duration": round(src.duration_s, 3)},
-            "segments": [{"invocationId": i["invocationId"], "attempts": i["attempts"],
-                          "encode_s": i["result"]["encode_s"], "cpu_s": i["result"]["cpu_s"],
-                          "duration": i["result"]["duration"]} for i in items],
-            "timings": {k: round(v, 3) for k, v in timings.items()}}
+        plan = plan_segments(context.storage, source, work, prefix, segment_s, ranged(context.progress, 5, 95,
+                                                                                       "splitting"))
+    context.logger.info("split %.1fs of video into %d segment(s) of ~%gs", plan["source_duration"],
+                        len(plan["segments"]), segment_s)
+    return {**plan, "work_prefix": prefix, "output_key": output_key(source.output_dir, name, opts.format.ext)}
 
 
 def segment_handler(event: Any, context: Any) -> dict[str, Any]:
-    """One segment: video only, encoded with the parent's options, uploaded to the key the parent chose."""
+    """One piece. In the flow the piece is the foreach item `segment` ({"object", "output_key"}) and `object` is the
+    whole source; called directly, `object` and `output_key` name the piece."""
     source = parse_source(event, output=False)
-    out_key = checked_key(event.get("output_key"), "output_key")
-    fmt = parse_format(event.get("dst_format", "mp4"), SEGMENT_FORMATS)
-    opts = parse_options(event, fmt)
+    item = event.get("segment")
+    if item is not None:
+        if not isinstance(item, dict):
+            raise BadEvent("segment must be an object with object and output_key")
+        event = {**event, "object": item.get("object"), "output_key": item.get("output_key")}
     with workdir() as work:
-        src = fetch_and_probe(context.storage, source.bucket, source.key, work)
-        (work / "out").mkdir()
-        dst = work / "out" / "segment.mkv"
-        clock, cpu = time.monotonic(), _children_cpu_s()
-        encode_segment(src, dst, opts, max_bytes=max_output_bytes(event),
-                       on_progress=ranged(context.progress, 0, 95, "encoding"))
-        encode_s, cpu_s = time.monotonic() - clock, _children_cpu_s() - cpu
-        info: ObjectInfo = context.storage.upload(source.bucket, out_key, dst, content_type="video/x-matroska")
-    return {"key": info.key, "size": info.size, "duration": round(src.duration_s, 3),
-            "encode_s": round(encode_s, 3), "cpu_s": round(cpu_s, 3)}
+        return transcode_segment(context.storage, {**event, "bucket": source.bucket}, work,
+                                 ranged(context.progress, 0, 95, "encoding"))
+
+
+def merge_handler(event: Any, context: Any) -> dict[str, Any]:
+    """Event: the flow's state after the foreach: `segments` is the list of iterations, each with its `result`."""
+    source = parse_source(event)
+    opts = segment_options(event)
+    segments = event.get("segments")
+    if not isinstance(segments, list) or not segments:
+        raise BadEvent("segments must be the non-empty list of encoded segments")
+    try:
+        keys = [s["result"]["key"] for s in sorted(segments, key=lambda s: s["index"])]
+    except (KeyError, TypeError):
+        raise BadEvent("every segment needs its index and result.key (the transcode step's output)") from None
+    frames = event.get("source_frames")
+    name = _run_name(event, context)
+    with workdir() as work:
+        merged = merge_segments(context.storage, source, keys, work,
+                                output_key(source.output_dir, name, opts.format.ext),
+                                opts, max_bytes=max_output_bytes(event),
+                                source_frames=frames if isinstance(frames, int) else None,
+                                on_progress=ranged(context.progress, 5, 95, "merging"))
+    # Keys derive from output_dir and the execution, never from a key in the event: nothing else can be removed.
+    remove_prefix(context.storage, source.bucket, work_prefix(source.output_dir, name))
+    context.progress(100, "merged")
+    return {"outputs": [merged["output"]], "source": merged["source"], "timings": merged["timings"]}
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """`transcode-split`: starts `media-split-merge` with this event and returns at once (no slot held)."""
+    if not isinstance(event, dict):
+        raise BadEvent("the event must be a JSON object")
+    return start_flow(context, flow_name(context, "transcode-split", FLOW), event, context.invocation_id)

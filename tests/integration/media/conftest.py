@@ -17,19 +17,16 @@ from typing import Any
 import pytest
 
 from taskservice import create_app
+from taskservice.cli.media_commands import MEDIA_FLOWS, media_flow_definition
+from taskservice.cli.media_commands import MEDIA_FUNCTIONS as DEPLOYED
 from taskservice.services import Services
 from taskservice.storage import open_storage
 from tests.integration.media.env import BUCKET, MediaEnv
 from tests.support import Launcher
 
-MEDIA_FUNCTIONS = {
-    "transcode": ("workers.handlers.transcode:handler", {"timeout_s": 300, "max_retries": 1}),
-    "transcode-fanout": ("workers.handlers.fanout:handler", {"timeout_s": 600, "max_retries": 0}),
-    "transcode-split": ("workers.handlers.split_merge:handler", {"timeout_s": 600, "max_retries": 0}),
-    "transcode-segment": ("workers.handlers.split_merge:segment_handler", {"timeout_s": 300, "max_retries": 2}),
-    "range-copy": ("workers.handlers.range_copy:handler", {"timeout_s": 600, "max_retries": 0}),
-    "range-copy-shard": ("workers.handlers.range_copy:shard_handler", {"timeout_s": 300, "max_retries": 2}),
-}
+#: Test timeouts (a hung ffmpeg fails the test in minutes, not hours); handlers and names as deploy-media has them.
+MEDIA_FUNCTIONS = {name: (handler, {"timeout_s": 300, "max_retries": min(retries, 1)})
+                   for name, (handler, _, retries, _) in DEPLOYED.items()}
 
 
 def _moto_server(port: int) -> Iterator[str]:
@@ -64,21 +61,26 @@ def ffmpeg_tools() -> None:
 
 
 @pytest.fixture(scope="session")
-def media(s3_url: str, other_s3_url: str, ffmpeg_tools: None, new_backend: Any, launch: Launcher, deploy: Any
-          ) -> Iterator[MediaEnv]:
-    """Postgres + RabbitMQ ledger and broker, moto S3 storage, the media functions deployed, one worker with four
-    slots (a waiting parent holds one, so children need the others)."""
+def media(s3_url: str, other_s3_url: str, ffmpeg_tools: None, new_backend: Any, launch: Launcher, deploy: Any,
+          deploy_flow: Any) -> Iterator[MediaEnv]:
+    """Postgres + RabbitMQ ledger and broker, moto S3 storage, the media functions and flows deployed as deploy-media
+    deploys them, a flow engine, and one worker with two slots: nothing waits in a slot any more, so two are enough
+    for any number of fan-outs at once (the deadlock regression runs on exactly this worker)."""
     backend = new_backend("postgres", storage_url=s3_url, storage_endpoints=f"other={other_s3_url}")
     services = Services.build(backend.settings)
     client = create_app(backend.settings).test_client()
     for name, (handler, config) in MEDIA_FUNCTIONS.items():
         deploy(client, name, handler, **config)
+    for name in MEDIA_FLOWS:
+        deploy_flow(client, name, media_flow_definition(name))
     storage = open_storage(s3_url)
     storage.ensure_bucket(BUCKET)
-    worker = launch.worker(backend, 4)
+    worker = launch.worker(backend, 2)
+    engine = launch.engine(backend)
     try:
         yield MediaEnv(backend, services, client, storage, worker)
     finally:
+        engine.stop()
         worker.stop()
         services.close()
 

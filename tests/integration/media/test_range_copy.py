@@ -40,9 +40,19 @@ class RssSampler(threading.Thread):
                     self.peak[proc.pid] = (rss, name)
 
 
+def _copied(media: MediaEnv, wait_for_status: Any, wait_for_execution: Any, iid: str, timeout_s: float
+            ) -> dict[str, Any]:
+    """`range-copy` starts the media-range-copy flow under its own id and ends at once; the copy is the flow's."""
+    inv = wait_for_status(media.services, "range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=30)
+    assert inv.status.value == "Succeeded", inv.error
+    assert json.loads(inv.result)["executionName"] == iid
+    return dict(wait_for_execution(media.client, "media-range-copy", iid, {"Succeeded", "Failed"},
+                                   timeout_s=timeout_s))
+
+
 def test_range_copy_of_200_mb_in_8_shards_verifies_and_stays_small(media: MediaEnv, tmp_path: Path,
                                                                    submit: Any, wait_for_status: Any,
-                                                                   unique: Any) -> None:
+                                                                   wait_for_execution: Any, unique: Any) -> None:
     source = tmp_path / "big.bin"
     digest = hashlib.sha256()
     with open(source, "wb") as fh:
@@ -59,25 +69,26 @@ def test_range_copy_of_200_mb_in_8_shards_verifies_and_stays_small(media: MediaE
     try:
         iid = submit(media.client, "range-copy", {"bucket": media.bucket, "object": key, "dst_bucket": dst_bucket,
                                                   "dst_object": "copies/big.bin", "shards": 8}, unique("copy"))
-        inv = wait_for_status(media.services, "range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=150)
+        done = _copied(media, wait_for_status, wait_for_execution, iid, 240)
     finally:
         sampler.done.set()
         sampler.join()
-    assert inv.status.value == "Succeeded", inv.error
-    result = json.loads(inv.result)
+    assert done["status"] == "Succeeded", done["error"]
+    result = done["output"]["copy"]
     assert result["shards"] == 8 and result["size"] == SIZE
     assert result["sha256"] == digest.hexdigest()
     assert media.storage.sha256(dst_bucket, "copies/big.bin") == digest.hexdigest()
     assert media.storage.list(dst_bucket, f"_work/{iid}/") == []  # parts removed after the compose
-    children = media.client.get(f"/v1/functions/range-copy/invocations/{iid}").get_json()["children"]
-    assert len(children) == 8 and all(c["status"] == "Succeeded" for c in children)
+    shards = [s for s in done["steps"] if s["path"].startswith("copy_parts/")]
+    assert len(shards) == 8 and all(s["status"] == "Succeeded" and s["attempts"] == 1 for s in shards)
     assert len(sampler.peak) >= 5, "the sampler saw the worker, its pool and the attempts"
     too_big = {pid: (rss // 2**20, name) for pid, (rss, name) in sampler.peak.items() if rss >= RSS_LIMIT}
     assert not too_big, f"worker processes over 150 MB RSS (MiB): {too_big}"
 
 
 def test_range_copy_to_another_s3_endpoint(media: MediaEnv, other_s3_url: str, tmp_path: Path,
-                                           submit: Any, wait_for_status: Any, unique: Any) -> None:
+                                           submit: Any, wait_for_status: Any, wait_for_execution: Any,
+                                           unique: Any) -> None:
     source = tmp_path / "medium.bin"
     source.write_bytes(os.urandom(22 * 1024 * 1024))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -86,9 +97,9 @@ def test_range_copy_to_another_s3_endpoint(media: MediaEnv, other_s3_url: str, t
     iid = submit(media.client, "range-copy", {"bucket": media.bucket, "object": key, "dst_endpoint": "other",
                                               "dst_bucket": "offsite", "dst_object": "copies/medium.bin",
                                               "shards": 4}, unique("remote"))
-    inv = wait_for_status(media.services, "range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=120)
-    assert inv.status.value == "Succeeded", inv.error
-    result = json.loads(inv.result)
+    done = _copied(media, wait_for_status, wait_for_execution, iid, 120)
+    assert done["status"] == "Succeeded", done["error"]
+    result = done["output"]["copy"]
     assert result["shards"] == 4 and result["sha256"] == digest
     other = open_storage(other_s3_url)
     assert other.sha256("offsite", "copies/medium.bin") == digest
@@ -96,11 +107,12 @@ def test_range_copy_to_another_s3_endpoint(media: MediaEnv, other_s3_url: str, t
     assert media.storage.list(media.bucket, "copies/") == []  # nothing written on the service's own storage
 
 
-def test_range_copy_to_an_unknown_endpoint_is_invalid_and_writes_nothing(media: MediaEnv, submit: Any,
-                                                                         wait_for_status: Any, unique: Any) -> None:
+def test_range_copy_to_an_unknown_endpoint_fails_its_plan_and_writes_nothing(
+        media: MediaEnv, submit: Any, wait_for_status: Any, wait_for_execution: Any, unique: Any) -> None:
     iid = submit(media.client, "range-copy", {"bucket": media.bucket, "object": "inputs/none.bin",
                                               "dst_endpoint": "nowhere", "dst_bucket": "offsite",
                                               "dst_object": "x.bin"}, unique("nowhere"))
-    inv = wait_for_status(media.services, "range-copy", iid, {"Succeeded", "Failed", "Invalid"}, timeout_s=90)
-    assert inv.status.value == "Invalid" and "unknown storage endpoint 'nowhere'" in (inv.error or "")
-    assert "other" in (inv.error or "")
+    done = _copied(media, wait_for_status, wait_for_execution, iid, 60)
+    assert done["status"] == "Failed" and done["errorType"] == "BadEvent"
+    assert "unknown storage endpoint 'nowhere'" in (done["error"] or "") and "other" in (done["error"] or "")
+    assert [s["path"] for s in done["steps"] if s["type"] == "task"] == ["plan"]  # no retry of a bad event
