@@ -283,10 +283,6 @@ class Client:
     def put_function(self, name: str, config: dict[str, Any]) -> Any:
         return self.request("PUT", f"/v1/functions/{name}", json_body=config, send_json=True)
 
-    def put_flow(self, name: str, config: dict[str, Any]) -> Any:
-        """PUT /v1/flows/{name}: {"definition": YAML text or object, "description", "on_success", "on_failure"}."""
-        return self.request("PUT", f"/v1/flows/{name}", json_body=config, send_json=True)
-
     def list_functions(self) -> Any:
         return self.request("GET", "/v1/functions")["items"]
 

@@ -68,6 +68,5 @@ def deploy_media(ctx: click.Context, prefix: str) -> None:
                                                     "max_retries": retries, "description": description})
             click.echo(f"deployed {prefix}{name:<24} {handler}")
         for name, description in MEDIA_FLOWS.items():
-            client.put_flow(f"{prefix}{name}", {"definition": media_flow_definition(name, prefix),
-                                                "description": description})
-            click.echo(f"deployed flow {prefix}{name:<19} PUT /v1/flows/{prefix}{name}")
+            client.put_flow(f"{prefix}{name}", media_flow_definition(name, prefix), description=description)
+            click.echo(f"deployed flow {prefix}{name:<19} (taskservice flows show {prefix}{name})")
