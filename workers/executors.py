@@ -303,7 +303,10 @@ class Zygote:
         return message
 
     def close(self) -> None:
+        """Kill the zygote and whatever it forked (its executors die with it anyway: PR_SET_PDEATHSIG)."""
         kill_tree(self.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
         self.control.close()
