@@ -217,6 +217,7 @@ class Zygote:
     control: socket.socket
     exits: dict[int, int] = field(default_factory=dict)
     pending: list[socket.socket] = field(default_factory=list)  # executor ends waiting for their "spawned"
+    spawned: list[int] = field(default_factory=list)  # pids announced, in the order asked for
 
     @classmethod
     def start(cls) -> Zygote:
@@ -255,12 +256,10 @@ class Zygote:
     def take_executor(self, timeout_s: float = _EXIT_WAIT_S) -> Executor:
         """The executor asked for first; raises OSError if the zygote does not answer."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            message = self._receive(max(0.0, deadline - time.monotonic()))
-            if message is None:
-                raise OSError(f"the executor zygote {self.pid} did not answer")
-            if message["t"] == "spawned":
-                return Executor(message["pid"], self.pending.pop(0))
+        while not self.spawned:
+            if self._receive(max(0.0, deadline - time.monotonic())) is None:
+                raise OSError(f"the executor zygote {self.pid} did not answer within {timeout_s:g}s")
+        return Executor(self.spawned.pop(0), self.pending.pop(0))
 
     def exit_status(self, pid: int, timeout_s: float = 0.0) -> int | None:
         """The executor's wait status once it ended (-1 if the zygote itself is gone), None while it runs."""
@@ -300,6 +299,8 @@ class Zygote:
         message: dict[str, Any] = json.loads(data)
         if message["t"] == "exited":
             self.exits[message["pid"]] = message["status"]
+        elif message["t"] == "spawned":
+            self.spawned.append(message["pid"])
         return message
 
     def close(self) -> None:
