@@ -135,8 +135,9 @@ def _zygote_main(control: socket.socket, parent_pid: int) -> None:
     for sig in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     _neutralise_descriptors([control.fileno()])
-    gc.collect()
-    gc.freeze()  # inherited objects are never collected here or in an executor: their finalizers never run
+    # Inherited objects are never collected here or in an executor, so no finalizer closes a descriptor; no
+    # gc.collect() first, which would touch (and so copy) every page of the pool process's objects.
+    gc.freeze()
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ, None)
     while True:
