@@ -1,8 +1,10 @@
-"""Runs one handler attempt in its own forked process and session, and supervises it.
+"""Runs handler attempts in a process and session of their own, and supervises them.
 
 Why a process: a timeout or a stop must be able to kill the handler together with everything it started (ffmpeg
 children included) without killing the Celery worker, and a handler must never share the worker's database or broker
-connections. Why fork rather than spawn: it costs a few milliseconds instead of a fresh interpreter.
+connections. Why fork rather than spawn: it costs a few milliseconds instead of a fresh interpreter. The worker keeps
+such a process warm per pool slot (workers/executors.py) and uses this module's attempt runner and supervision for
+it; `run_isolated` is the one-attempt, one-fork form.
 """
 from __future__ import annotations
 
