@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool size on both sides (default 2)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="py-spy profiles of the API and the worker (default: on, off with --quick)")
+    parser.add_argument("--e2e-only", action="store_true", help="phase 2 only (no REST or latency phase)")
+    parser.add_argument("--compare-cold", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run phase 2 with a fresh fork per attempt (--executor-max-attempts 0)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432", help="server, no database")
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672//")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
@@ -106,34 +109,48 @@ def run_phases(rig: Rig, plan: Plan, args: argparse.Namespace, report: Report) -
     api = rig.start_api(args.api_workers)
     rig.register_noop()
 
-    step(f"phase 1: REST submissions, wrk {plan.wrk_s:g} s x {args.connections} connections, no worker running")
-    submission_phase.measure_rest(rig, report, seconds=plan.wrk_s, warmup_s=plan.wrk_warmup_s,
-                                  connections=args.connections, api_workers=args.api_workers)
-    if plan.profile:
-        step("phase 1: profiled REST pass (py-spy)")
-        submission_phase.profile_api(rig, report, api, seconds=plan.profile_api_s, connections=args.connections)
-    step("phase 1: in-process Submitter.submit() loop and bare Celery delay() loops")
-    submission_phase.measure_in_process(rig, report, seconds=plan.loop_s)
-    submission_phase.measure_bare_publish(rig, report, seconds=plan.loop_s)
+    if not args.e2e_only:
+        step(f"phase 1: REST submissions, wrk {plan.wrk_s:g} s x {args.connections} connections, no worker running")
+        submission_phase.measure_rest(rig, report, seconds=plan.wrk_s, warmup_s=plan.wrk_warmup_s,
+                                      connections=args.connections, api_workers=args.api_workers)
+        if plan.profile:
+            step("phase 1: profiled REST pass (py-spy)")
+            submission_phase.profile_api(rig, report, api, seconds=plan.profile_api_s, connections=args.connections)
+        step("phase 1: in-process Submitter.submit() loop and bare Celery delay() loops")
+        submission_phase.measure_in_process(rig, report, seconds=plan.loop_s)
+        submission_phase.measure_bare_publish(rig, report, seconds=plan.loop_s)
 
     rig.reset_ts()
-    step(f"phase 3: starting taskservice worker -c {args.concurrency}; "
-         f"{plan.latency_count} submissions via HTTP at {plan.latency_rate:g}/s")
     worker = rig.start_ts_worker(args.concurrency)
-    latency_phase.measure_latency(rig, report, count=plan.latency_count, rate=plan.latency_rate)
+    if not args.e2e_only:
+        step(f"phase 3: taskservice worker -c {args.concurrency} started; "
+             f"{plan.latency_count} submissions via HTTP at {plan.latency_rate:g}/s")
+        latency_phase.measure_latency(rig, report, count=plan.latency_count, rate=plan.latency_rate)
     rig.procs.stop(api)
 
     step(f"phase 2: taskservice end-to-end, N={plan.n}")
     ts_run = e2e_phase.run_taskservice(rig, plan.n)
+    e2e_phase.report_memory(report, "taskservice worker", worker, args.concurrency)
     if plan.profile:
         step(f"phase 2: profiled taskservice pass (py-spy), N={plan.profile_n}")
         e2e_phase.profile_taskservice(rig, report, worker, plan.profile_n)
     rig.procs.stop(worker)
+    cold_run = None
+    if args.compare_cold:
+        step(f"phase 2: taskservice end-to-end with a fresh fork per attempt, N={plan.n}")
+        cold = rig.start_ts_worker(args.concurrency, label="ts-worker-cold",
+                                   options=("--executor-max-attempts", "0"))
+        cold_run = e2e_phase.run_taskservice(rig, plan.n)
+        e2e_phase.report_memory(report, "taskservice worker, fork per attempt,", cold, args.concurrency)
+        rig.procs.stop(cold)
     step(f"phase 2: bare Celery end-to-end, N={plan.n}")
     bare_worker = rig.start_bare_worker(args.concurrency)
     bare_run = e2e_phase.run_bare(rig, plan.n)
+    e2e_phase.report_memory(report, "bare Celery worker", bare_worker, args.concurrency)
     rig.procs.stop(bare_worker)
     e2e_phase.report_pair(report, ts_run, bare_run, args.concurrency)
+    if cold_run is not None:
+        e2e_phase.report_cold(report, cold_run, ts_run, args.concurrency)
 
 
 def header(rig: Rig, args: argparse.Namespace, idle_load: float) -> dict[str, str]:

@@ -148,12 +148,12 @@ class Rig:
         if response.status_code not in (200, 201):
             raise BenchError(f"PUT /v1/functions/{FUNCTION} answered {response.status_code}: {response.text}")
 
-    def start_ts_worker(self, concurrency: int) -> Launched:
-        """Start `taskservice worker` and return once every pool process has run an invocation (its lazily built
-        connections are then open), with the ledger and queue emptied again."""
-        worker = self.procs.start("ts-worker", [venv_tool("taskservice"), "worker", "-c", str(concurrency),
-                                                "--loglevel", "WARNING", "--name", f"ts-{self.names.run_id}@%h"],
-                                  watched=True)
+    def start_ts_worker(self, concurrency: int, *, label: str = "ts-worker", options: tuple[str, ...] = ()) -> Launched:
+        """Start `taskservice worker` (with extra `options`) and return once every pool process has run an
+        invocation (its lazily built connections are then open), with the ledger and queue emptied again."""
+        worker = self.procs.start(label, [venv_tool("taskservice"), "worker", "-c", str(concurrency),
+                                          "--loglevel", "WARNING", "--name", f"{label}-{self.names.run_id}@%h",
+                                          *options], watched=True)
         services = self.in_process_services()
         warmups = 10 * concurrency
         for _ in range(warmups):

@@ -54,6 +54,11 @@ class Settings(BaseModel):
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_workers: int = Field(default=0, ge=0, le=256, description="0 = 2 x cores + 1")
     worker_concurrency: int = Field(default=0, ge=0, le=1024, description="0 = number of cores")
+    executor_max_attempts: int = Field(default=100, ge=0, le=1_000_000,
+                                       description="attempts a warm executor runs before a fresh one replaces it; "
+                                                   "0 = no warm executors (a fresh fork per attempt)")
+    executor_max_rss_mb: int = Field(default=1024, ge=16, le=1024 * 1024,
+                                     description="a warm executor whose RSS passes this after an attempt is replaced")
 
     @field_validator("storage_endpoints")
     @classmethod

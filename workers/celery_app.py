@@ -21,6 +21,7 @@ from taskservice.config import Settings
 from taskservice.dispatch import Dispatcher, make_celery
 from taskservice.services import Services
 from taskservice.storage.events import ObjectEvent
+from workers.executors import ExecutorSlot, RecyclePolicy
 from workers.reaper import Reaper
 from workers.runner import Runner
 from workers.tasks import register_tasks
@@ -41,6 +42,7 @@ class WorkerProcess:
         self._drain_at = RawValue("d", 0.0)  # wall-clock deadline, 0 while not draining; shared with pool children
         self._services: Services | None = None
         self._runner: Runner | None = None
+        self._executors: ExecutorSlot | None = None
         self._reaper: Reaper | None = None
         self._reaper_thread: threading.Thread | None = None
 
@@ -58,7 +60,7 @@ class WorkerProcess:
                                   heartbeat_s=s.heartbeat_s, retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
                                   storage_url=s.resolved_storage_url, storage_endpoints=s.storage_endpoints,
                                   shutting_down=self.shutting_down, draining=self.drain_time_is_up,
-                                  storage_events=self._publish_storage_events)
+                                  storage_events=self._publish_storage_events, executors=self._executors)
         return self._runner
 
     def shutting_down(self) -> bool:
@@ -86,6 +88,12 @@ class WorkerProcess:
             self._services.engine.dispose(close=False)
         self._services = None
         self._runner = None
+        self._executors = None
+        s = self.settings
+        if s.executor_max_attempts > 0:
+            # Now, before this pool process opens a connection: the slot's zygote is forked from a clean process.
+            self._executors = ExecutorSlot(RecyclePolicy(max_attempts=s.executor_max_attempts,
+                                                         max_rss_bytes=s.executor_max_rss_mb * 1024 * 1024))
 
     def start_reaper(self, **_: Any) -> None:
         s = self.settings

@@ -2,6 +2,7 @@
 a pipe, so nothing a handler does can touch the worker's database or broker connections."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +43,18 @@ class Channel:
             raise RuntimeError("the worker closed the channel")
         answer: dict[str, Any] = json.loads(reply)
         return answer
+
+    def receive(self) -> str:
+        """One line from the worker outside a call (a warm executor's next job arrives this way)."""
+        with self._lock:
+            return self._in.readline().decode()
+
+    def close(self) -> None:
+        """End of the attempt: a warm executor closes its ends so the worker sees the attempt's channel end."""
+        with self._lock:
+            for stream in (self._out, self._in):
+                with contextlib.suppress(OSError):
+                    stream.close()
 
 
 class _ChannelLogHandler(logging.Handler):

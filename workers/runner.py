@@ -18,6 +18,7 @@ from taskservice.ledger.flows import FlowStore
 from taskservice.ledger.records import Claim, Invocation
 from taskservice.storage.events import ObjectEvent
 from taskservice.submission import Submitter, encode_payload
+from workers.executors import ExecutorSlot
 from workers.lease import AttemptLease
 from workers.sandbox import Job, Outcome, kill_tree, preload_module, run_isolated
 
@@ -124,7 +125,8 @@ class Runner:
                  storage_url: str = "", storage_endpoints: str = "",
                  shutting_down: Callable[[], bool] = lambda: False,
                  draining: Callable[[], bool] = lambda: False,
-                 storage_events: Callable[[list[ObjectEvent]], int] | None = None) -> None:
+                 storage_events: Callable[[list[ObjectEvent]], int] | None = None,
+                 executors: ExecutorSlot | None = None) -> None:
         self.ledger = ledger
         self.submitter = submitter
         self.worker_id = worker_id
@@ -137,6 +139,7 @@ class Runner:
         self.shutting_down = shutting_down  # true once the worker began to shut down: no new attempt starts here
         self.draining = draining  # true once the worker's drain time is up: running attempts are handed back
         self.storage_events = storage_events  # fires storage triggers for objects handlers write
+        self.executors = executors  # this pool slot's warm executor; None: a fresh fork per attempt
 
     def run(self, pk: int) -> str:
         """Handle one doorbell; returns a word saying what happened (for the worker log and tests)."""
@@ -201,11 +204,13 @@ class Runner:
                   invocation_id=invocation.invocation_id, function=function.name, attempt=claim.attempt,
                   timeout_s=function.timeout_s, storage_url=self.storage_url,
                   storage_endpoints=self.storage_endpoints)
-        preload_module(function.handler)
+        if self.executors is None:
+            preload_module(function.handler)  # the fork inherits it (a warm executor's zygote preloads instead)
         lease = AttemptLease(self.ledger, invocation.pk, claim.attempt, lease_s=self.lease_s,
                              heartbeat_s=self.heartbeat_s, renewed_at=claimed_at)
         try:
-            outcome = run_isolated(job, _AttemptHooks(self, claim, lease))
+            hooks = _AttemptHooks(self, claim, lease)
+            outcome = run_isolated(job, hooks) if self.executors is None else self.executors.run(job, hooks)
             if lease.lost or lease.fenced:
                 return "fenced" if lease.fenced else "abandoned"
             if outcome.kind not in ("succeeded", "handed_back"):

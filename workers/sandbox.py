@@ -1,8 +1,10 @@
-"""Runs one handler attempt in its own forked process and session, and supervises it.
+"""Runs handler attempts in a process and session of their own, and supervises them.
 
 Why a process: a timeout or a stop must be able to kill the handler together with everything it started (ffmpeg
 children included) without killing the Celery worker, and a handler must never share the worker's database or broker
-connections. Why fork rather than spawn: it costs a few milliseconds instead of a fresh interpreter.
+connections. Why fork rather than spawn: it costs a few milliseconds instead of a fresh interpreter. The worker keeps
+such a process warm per pool slot (workers/executors.py) and uses this module's attempt runner and supervision for
+it; `run_isolated` is the one-attempt, one-fork form.
 """
 from __future__ import annotations
 
@@ -105,13 +107,24 @@ def _die_with_parent(parent_pid: int) -> None:
     die_with_parent(signal.SIGUSR2, parent_pid=parent_pid)
 
 
-def _child_main(job: Job, msg_w: int, reply_r: int, out_w: int, parent_pid: int) -> None:
+def prepare_process(parent_pid: int) -> None:
+    """Make this freshly forked process the leader of its own session (so its whole group can be killed at once),
+    tie its life to `parent_pid` and give it default signal handling and no stdin."""
     os.setsid()
     _die_with_parent(parent_pid)
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
+    os.close(devnull)
+
+
+def run_attempt(job: Job | None, msg_w: int, reply_r: int, out_w: int,
+                epilogue: Callable[[bool], dict[str, Any]] | None = None) -> bool:
+    """Run one attempt in this (handler) process: stdout/stderr go to `out_w`, messages to `msg_w`, replies come from
+    `reply_r`; all three are closed at the end. With `job` None the job is the first line on `reply_r` (how a warm
+    executor receives it). `epilogue(clean)` may add a last message about the process before the channel closes.
+    Returns True only when the handler returned a JSON result (a clean return)."""
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
     os.close(out_w)
@@ -119,6 +132,20 @@ def _child_main(job: Job, msg_w: int, reply_r: int, out_w: int, parent_pid: int)
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     channel = Channel(os.fdopen(msg_w, "wb"), os.fdopen(reply_r, "rb"))
+    try:
+        if job is None:
+            job = Job(**json.loads(channel.receive()))
+        clean = _run_handler(job, channel)
+        if epilogue is not None:
+            channel.send({"t": "executor", **epilogue(clean)})
+        return clean
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        channel.close()
+
+
+def _run_handler(job: Job, channel: Channel) -> bool:
     context = Context(channel, request_id=job.request_id, invocation_id=job.invocation_id, function=job.function,
                       attempt=job.attempt, timeout_s=int(job.timeout_s), storage_url=job.storage_url,
                       storage_endpoints=job.storage_endpoints)
@@ -128,7 +155,7 @@ def _child_main(job: Job, msg_w: int, reply_r: int, out_w: int, parent_pid: int)
     except Exception as exc:
         channel.send({"t": "invalid", "type": type(exc).__name__,
                       "msg": f"cannot load handler {job.handler!r}: {type(exc).__name__}: {exc}"})
-        return
+        return False
     try:
         result = handler(json.loads(job.payload), context)
         try:
@@ -136,13 +163,22 @@ def _child_main(job: Job, msg_w: int, reply_r: int, out_w: int, parent_pid: int)
         except (TypeError, ValueError) as exc:
             channel.send({"t": "error", "type": "ResultNotSerializable",
                           "msg": f"the handler returned a value that is not JSON: {exc}"})
-            return
+            return False
+        sys.stdout.flush()  # what the handler printed is in the pipe before its result is
+        sys.stderr.flush()
         channel.send({"t": "result", "value": result})
+        return True
     except InvalidEvent as exc:  # the event can never succeed: no retry
         channel.send({"t": "invalid", "type": type(exc).__name__, "msg": str(exc) or type(exc).__name__})
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a handler are failures too
         channel.send({"t": "error", "type": type(exc).__name__, "msg": str(exc) or type(exc).__name__,
                       "tb": traceback.format_exc()})
+    return False
+
+
+def _child_main(job: Job, msg_w: int, reply_r: int, out_w: int, parent_pid: int) -> None:
+    prepare_process(parent_pid)
+    run_attempt(job, msg_w, reply_r, out_w)
 
 
 class _LineReader:
@@ -170,7 +206,9 @@ class _LineReader:
 
 
 def run_isolated(job: Job, hooks: Hooks, *, tick_s: float = 0.25) -> Outcome:
-    """Fork, run the handler, relay its messages to `hooks`, and enforce the timeout."""
+    """Fork a fresh process for this one attempt (the cold path), run the handler, relay its messages to `hooks`,
+    and enforce the timeout. Workers use warm executors (workers/executors.py) instead; this stays for tools and
+    tests that want one attempt in one throwaway process."""
     msg_r, msg_w = os.pipe()
     reply_r, reply_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -196,15 +234,65 @@ def run_isolated(job: Job, hooks: Hooks, *, tick_s: float = 0.25) -> Outcome:
     for fd in (msg_w, reply_r, out_w):
         os.close(fd)
     hooks.on_start(pid)
-    return _Supervision(job, hooks, pid, msg_r, reply_w, out_r, tick_s).run()
+    return Supervision(job, hooks, pid, msg_r, reply_w, out_r, tick_s, ChildExit(pid)).run()
 
 
-class _Supervision:
-    def __init__(self, job: Job, hooks: Hooks, pid: int, msg_r: int, reply_w: int, out_r: int, tick_s: float) -> None:
+class ExitWatch(Protocol):
+    """How the supervisor learns that the handler process ended and with which wait status (-1: unknown)."""
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout_s: float) -> int | None: ...
+
+
+class ChildExit:
+    """The handler process is our own child: waitpid tells."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.status: int | None = None
+
+    def poll(self) -> int | None:
+        if self.status is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.status = -1
+            else:
+                if pid != 0:
+                    self.status = status
+        return self.status
+
+    def wait(self, timeout_s: float) -> int | None:
+        deadline = time.monotonic() + timeout_s
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return self.status
+
+
+@dataclass(frozen=True)
+class ExecutorReport:
+    """What a warm executor says about itself after a clean return: whether it may run another attempt (no thread
+    or child process left behind) and its resident memory."""
+
+    clean: bool
+    rss: int
+
+
+class Supervision:
+    """Relays one attempt's messages and output to the hooks and enforces its timeout and verdicts.
+
+    `warm`: the process is a warm executor that outlives a successful attempt (it closes the attempt's channel
+    instead of exiting); after anything else the process is killed with its whole tree, as in the cold path."""
+
+    def __init__(self, job: Job, hooks: Hooks, pid: int, msg_r: int, reply_w: int, out_r: int, tick_s: float,
+                 exits: ExitWatch, *, warm: bool = False) -> None:
         self.job, self.hooks, self.pid, self.tick_s = job, hooks, pid, tick_s
         self.reply_w = reply_w
+        self.exits = exits
+        self.warm = warm
         self.final: Outcome | None = None
-        self.pid_reaped = False
+        self.report: ExecutorReport | None = None
+        self.kept_alive = False  # True when the (warm) process survived the attempt and may run the next one
         self.messages = _LineReader(msg_r, self._on_message)
         self.output = _LineReader(out_r, self._on_output)
 
@@ -242,6 +330,8 @@ class _Supervision:
             self.final = Outcome("failed", error_type=message["type"], error=error)
         elif kind == "invalid":
             self.final = Outcome("invalid", error_type=message["type"], error=message["msg"])
+        elif kind == "executor":
+            self.report = ExecutorReport(clean=bool(message["clean"]), rss=int(message["rss"]))
 
     def run(self) -> Outcome:
         selector = selectors.DefaultSelector()
@@ -257,12 +347,14 @@ class _Supervision:
                 wait = max(0.0, min(next_tick, deadline) - now)
                 _pump_ready(selector, wait)
                 if self.messages.closed:
+                    if self.warm and self.final is not None:  # the executor ended the attempt and lives on
+                        self.kept_alive = self.final.kind == "succeeded" and self.report is not None
+                        break
                     exit_status = self._reap(deadline)
                     if exit_status is not None:
                         break
                 now = time.monotonic()
                 if now >= deadline:
-                    kill_tree(self.pid)
                     return Outcome("timeout", error_type="Timeout",
                                    error=f"the handler ran longer than timeout_s={self.job.timeout_s:g} and was killed "
                                          "with its child processes")
@@ -270,10 +362,9 @@ class _Supervision:
                     next_tick = now + self.tick_s
                     verdict = self.hooks.on_tick()
                     if verdict is not None:
-                        kill_tree(self.pid)
                         return _VERDICTS[verdict]
                     if exit_status is None:
-                        exit_status = self._poll_exit()
+                        exit_status = self.exits.poll()
                         if exit_status is not None and not self.messages.closed:
                             self.messages.pump()
                             break
@@ -283,8 +374,9 @@ class _Supervision:
             return Outcome("failed", error_type="ProcessExited",
                            error=f"the handler process ended without a result ({_describe_status(exit_status)})")
         finally:
-            kill_tree(self.pid)  # whatever the handler left running in its group goes with it
-            self._wait_quietly()
+            if not self.kept_alive:
+                kill_tree(self.pid)  # whatever the handler left running in its group goes with it
+                self.exits.wait(30.0)
             selector.close()
             for fd in (self.messages.fd, self.output.fd, self.reply_w):
                 with contextlib.suppress(OSError):
@@ -293,33 +385,17 @@ class _Supervision:
     def _reap(self, deadline: float) -> int | None:
         """The handler closed its channel: collect its exit status, waiting briefly for it to finish exiting."""
         while time.monotonic() < deadline:
-            status = self._poll_exit()
+            status = self.exits.poll()
             if status is not None:
                 return status
             time.sleep(0.001)
         return None
 
-    def _poll_exit(self) -> int | None:
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return -1
-        if pid == 0:
-            return None
-        self.pid_reaped = True
-        return status
-
     def _drain(self, selector: selectors.BaseSelector) -> None:
-        """Read what the handler wrote before it exited; grandchildren holding the pipe must not block us."""
+        """Read what the handler wrote before it ended; grandchildren holding the pipe must not block us."""
         for _ in range(100):
             if not _pump_ready(selector, 0):
                 return
-
-    def _wait_quietly(self) -> None:
-        if self.pid_reaped:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
 
 
 _VERDICTS = {

@@ -108,12 +108,21 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None,
               help="Answer GET /readyz and /healthz on this port (for probes; no Celery broadcast).")
 @click.option("--health-host", default="0.0.0.0", show_default=True, help="Interface for --health-port.")
+@click.option("--executor-max-attempts", type=click.IntRange(0), default=None,
+              help="Attempts a warm executor runs before it is replaced (default 100; 0 = a fresh fork per "
+                   "attempt). Env TASKSERVICE_EXECUTOR_MAX_ATTEMPTS.")
+@click.option("--executor-max-rss-mb", type=click.IntRange(16), default=None,
+              help="Replace a warm executor whose RSS passes this many MiB (default 1024). "
+                   "Env TASKSERVICE_EXECUTOR_MAX_RSS_MB.")
 def worker(concurrency: int | None, loglevel: str, name: str | None, quiet: bool, ready_file: Path | None,
-           health_port: int | None, health_host: str) -> None:
-    """Run a Celery worker (prefork) with the lease reaper beside it."""
+           health_port: int | None, health_host: str, executor_max_attempts: int | None,
+           executor_max_rss_mb: int | None) -> None:
+    """Run a Celery worker (prefork) with the lease reaper beside it; each pool slot runs attempts in a warm
+    executor process (README, "Workers")."""
     from workers.celery_app import run_worker
 
-    settings = load_settings(worker_concurrency=concurrency)
+    settings = load_settings(worker_concurrency=concurrency, executor_max_attempts=executor_max_attempts,
+                             executor_max_rss_mb=executor_max_rss_mb)
     require_current_schema(settings)
     run_worker(settings, concurrency=settings.worker_concurrency or os.cpu_count() or 1, loglevel=loglevel,
                name=name, quiet=quiet, ready_file=ready_file, health_port=health_port, health_host=health_host)
