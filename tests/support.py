@@ -292,7 +292,11 @@ class ApiProcess(ServiceProcess):
         self.base = f"http://127.0.0.1:{self.port}"
         super().__init__(backend, ["api", "--port", str(self.port), "--workers", str(workers)], log_path,
                          **overrides)
-        wait_for_health(self.base, self.proc, log_path)
+        try:
+            wait_for_health(self.base, self.proc, log_path)
+        except BaseException:  # a server that never became healthy is nobody's to stop later: stop it here
+            self.kill()
+            raise
 
 
 def wait_for_health(base: str, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 60) -> None:
