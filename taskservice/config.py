@@ -30,6 +30,8 @@ class Settings(BaseModel):
                                                            "(range-copy's dst_endpoint)")
     queue: str = Field(default="taskservice.invocations", min_length=1, max_length=200)
     max_payload_bytes: int = Field(default=128 * 1024, ge=1, le=64 * 1024 * 1024)
+    max_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024,
+                                 description="the largest body of a bulk submission (…/invocations:batch)")
     lease_s: float = Field(default=30.0, gt=0, le=3600)
     heartbeat_s: float = Field(default=5.0, gt=0, le=600)
     reaper_interval_s: float = Field(default=2.0, gt=0, le=600)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskservice.clock import utcnow
 from taskservice.errors import DuplicateInvocation, FunctionNotFound, InvocationNotFound, NotRetryable
+from taskservice.ledger.bulk import NewInvocation, insert_invocations
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
 from taskservice.ledger.outbox import record_outcome
 from taskservice.ledger.queries import LedgerQueries
@@ -106,6 +107,16 @@ class Ledger(LedgerQueries):
                           not_before=not_before, lease_expires_at=None, heartbeat_at=None, worker=None,
                           progress_percent=None, progress_message=None, log_lines=0, replay_of=replay_of,
                           parent_pk=parent_pk)
+
+    def create_invocations(self, function: str, items: Sequence[NewInvocation], *, queue: str | None = None
+                           ) -> list[tuple[Invocation | None, bool]]:
+        """Insert a batch of new Enqueued invocations in one transaction (ids distinct within the batch); an id the
+        ledger already holds is skipped, not an error. Per item: (invocation, created) — see ledger/bulk.py."""
+        if not items:
+            return []
+        with self.engine.begin() as conn:
+            self._require_function(conn, function)
+            return insert_invocations(conn, function, items, queue=queue, now=utcnow())
 
     def _require_function(self, conn: Connection, function: str) -> None:
         """404 for an unknown function. A function seen in the last few seconds is not looked up again: a
