@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -55,6 +55,9 @@ class Settings(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_workers: int = Field(default=0, ge=0, le=256, description="0 = 2 x cores + 1")
+    api_worker_class: Literal["sync", "gthread"] = Field(
+        default="sync", description="gunicorn worker class (bench/README.md: sync measured fastest on 2 cores)")
+    api_threads: int = Field(default=4, ge=1, le=256, description="threads per gunicorn worker with gthread")
     worker_concurrency: int = Field(default=0, ge=0, le=1024, description="0 = number of cores")
 
     @field_validator("storage_endpoints")

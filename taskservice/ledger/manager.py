@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskservice.clock import utcnow
 from taskservice.errors import DuplicateInvocation, FunctionNotFound, InvocationNotFound, NotRetryable
-from taskservice.ledger.bulk import NewInvocation, insert_invocations
+from taskservice.ledger.bulk import NewInvocation, insert_invocations, moved_and_logged
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
 from taskservice.ledger.outbox import record_outcome
 from taskservice.ledger.queries import LedgerQueries
@@ -160,14 +160,20 @@ class Ledger(LedgerQueries):
         if target in TERMINAL:
             values.setdefault("finished_at", now)
             values.setdefault("lease_expires_at", None)
-        row = conn.execute(update(INVOCATIONS)
-                           .where(INVOCATIONS.c.id == pk, INVOCATIONS.c.status == status,
-                                  INVOCATIONS.c.attempts == attempts)
-                           .values(status=target, **values).returning(*INVOCATIONS.c)).first()
-        if row is None:  # somebody else moved it between our read and our write
-            return None
-        conn.execute(insert(TRANSITIONS).values(invocation_pk=pk, from_status=status, to_status=target,
-                                                attempt=row.attempts, reason=reason[:1024], at=now))
+        moved = (update(INVOCATIONS)
+                 .where(INVOCATIONS.c.id == pk, INVOCATIONS.c.status == status, INVOCATIONS.c.attempts == attempts)
+                 .values(status=target, **values).returning(*INVOCATIONS.c))
+        if conn.dialect.name == "postgresql":
+            # One round trip: the conditional UPDATE and its history row in one statement (a data-modifying CTE).
+            row = conn.execute(moved_and_logged(moved, status, target, reason[:1024], now)).first()
+            if row is None:  # somebody else moved it between our read and our write
+                return None
+        else:
+            row = conn.execute(moved).first()
+            if row is None:
+                return None
+            conn.execute(insert(TRANSITIONS).values(invocation_pk=pk, from_status=status, to_status=target,
+                                                    attempt=row.attempts, reason=reason[:1024], at=now))
         if target in TERMINAL:
             record_outcome(conn, row)  # outbox and dead letter commit with the transition, or not at all
         return Invocation.from_row(row)
