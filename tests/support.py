@@ -295,7 +295,7 @@ def wait_for_health(base: str, proc: subprocess.Popen[bytes], log_path: Path, ti
             raise RuntimeError(f"{base} exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
             return requests.get(f"{base}/healthz", timeout=1).status_code
-        except requests.ConnectionError as exc:
+        except (requests.ConnectionError, requests.Timeout) as exc:  # a worker still booting on a busy machine
             return type(exc).__name__
 
     try:
