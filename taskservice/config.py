@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -30,6 +30,8 @@ class Settings(BaseModel):
                                                            "(range-copy's dst_endpoint)")
     queue: str = Field(default="taskservice.invocations", min_length=1, max_length=200)
     max_payload_bytes: int = Field(default=128 * 1024, ge=1, le=64 * 1024 * 1024)
+    max_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024,
+                                 description="the largest body of a bulk submission (…/invocations:batch)")
     lease_s: float = Field(default=30.0, gt=0, le=3600)
     heartbeat_s: float = Field(default=5.0, gt=0, le=600)
     reaper_interval_s: float = Field(default=2.0, gt=0, le=600)
@@ -53,6 +55,9 @@ class Settings(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_workers: int = Field(default=0, ge=0, le=256, description="0 = 2 x cores + 1")
+    api_worker_class: Literal["sync", "gthread"] = Field(
+        default="sync", description="gunicorn worker class (bench/README.md: sync measured fastest on 2 cores)")
+    api_threads: int = Field(default=4, ge=1, le=256, description="threads per gunicorn worker with gthread")
     worker_concurrency: int = Field(default=0, ge=0, le=1024, description="0 = number of cores")
     executor_max_attempts: int = Field(default=100, ge=0, le=1_000_000,
                                        description="attempts a warm executor runs before a fresh one replaces it; "

@@ -6,12 +6,17 @@ options cannot drift apart.
 from __future__ import annotations
 
 import contextlib
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Exchange, Producer, Queue
 
 from taskservice.broker import broker_options
 from taskservice.config import Settings
+from taskservice.confirms import ConfirmingConnection
 from taskservice.errors import DispatchError
 
 RUN_TASK = "taskservice.run_invocation"
@@ -49,11 +54,18 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def broker_options_of(celery: Celery) -> tuple[str, dict[str, Any]]:
+    """The broker URL and transport options a Celery app from make_celery was built with."""
+    return celery.conf.broker_url, dict(celery.conf.broker_transport_options or {})
+
+
 class Dispatcher:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
         self.queue: str = celery.conf.task_default_queue
         self._inspector: Connection | None = None  # a connection of its own for queue depth, made on first use
+        self._batcher: ConfirmingConnection | None = None  # bulk doorbells: confirms awaited per batch
+        self._batch_lock = threading.Lock()
 
     def ring(self, pk: int, *, delay_s: float = 0.0) -> None:
         """Publish the doorbell for invocation `pk`; raises DispatchError when the broker cannot take it.
@@ -68,6 +80,40 @@ class Dispatcher:
                                   retry=True, retry_policy=_PUBLISH_RETRY)
         except Exception as exc:  # kombu surfaces transport failures as many unrelated types
             raise DispatchError(f"broker refused the doorbell for invocation {pk}: {exc}") from exc
+
+    def ring_many(self, pks: Sequence[int]) -> None:
+        """Publish the doorbells of `pks` back to back on a connection of their own and wait once for the broker's
+        confirms of all of them (bulk submission, Kafka ingest). Raises DispatchError when any was not confirmed:
+        the caller then flags them all for the reaper, and a doorbell rung twice dies at the claim."""
+        with self._batch_lock:
+            try:
+                if self._batcher is None:
+                    url, options = broker_options_of(self.celery)
+                    self._batcher = ConfirmingConnection(url, options)
+                    self.celery.amqp.queues[self.queue](self._batcher.channel).declare()
+                batcher = self._batcher
+                producer = Producer(batcher.channel)
+                tags = []
+                for pk in pks:
+                    # Celery's own task message, published without send_task's per-call routing, queue declaration
+                    # and signal dispatch (the queue is declared once per connection, above): a third of the CPU.
+                    task_id = str(uuid.uuid4())
+                    headers, properties, body, _ = self.celery.amqp.create_task_message(task_id, RUN_TASK, (pk,), {})
+                    producer.publish(body, exchange="", routing_key=self.queue, serializer="json", headers=headers,
+                                     delivery_mode=2, declare=None, retry=False, **properties)
+                    tags.append(batcher.sent())
+                unconfirmed = batcher.settle(tags)
+            except Exception as exc:  # kombu surfaces transport failures as many unrelated types
+                self._drop_batcher()
+                raise DispatchError(f"broker refused a batch of {len(pks)} doorbells: {exc}") from exc
+            if unconfirmed:
+                self._drop_batcher()
+                raise DispatchError(f"the broker did not confirm {len(unconfirmed)} of {len(pks)} doorbells")
+
+    def _drop_batcher(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
 
     def queued(self) -> int | None:
         """How many doorbells wait in the queue, ready for a worker (not those a worker already holds); None when
@@ -91,6 +137,8 @@ class Dispatcher:
             return type(exc).__name__
 
     def close(self) -> None:
+        with self._batch_lock:
+            self._drop_batcher()
         if self._inspector is not None:
             with contextlib.suppress(Exception):  # best effort: the connection may already be gone
                 self._inspector.release()

@@ -6,8 +6,16 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from taskservice.api.requests import json_body
-from taskservice.api.schemas import BulkRetrySelection, BulkSelection, InvocationQuery, LogsQuery, RetryOptions
+from taskservice.api.schemas import (
+    BatchSubmission,
+    BulkRetrySelection,
+    BulkSelection,
+    InvocationQuery,
+    LogsQuery,
+    RetryOptions,
+)
 from taskservice.api.views import (
+    batch_view,
     bulk_view,
     invocation_detail_view,
     invocation_page_view,
@@ -16,7 +24,7 @@ from taskservice.api.views import (
     submitted_view,
 )
 from taskservice.specs import check_function_name, check_invocation_id
-from taskservice.submission import check_delay
+from taskservice.submission import BatchItem, check_delay
 
 invocations_api = Blueprint("invocations", __name__, url_prefix="/v1")
 
@@ -35,6 +43,19 @@ def submit(name: str) -> tuple[Response, int]:
     response = jsonify(submitted_view(invocation))
     response.headers["Location"] = f"/v1/functions/{name}/invocations/{invocation.invocation_id}"
     return response, 202
+
+
+@invocations_api.post("/functions/<name>/invocations:batch")
+def submit_batch(name: str) -> tuple[Response, int]:
+    """Bulk submission: up to 1,000 invocations in one ledger transaction and one publish batch. Each item is
+    judged on its own (202/409/400/413 per item, in the answer); what concerns the request as a whole — bad JSON, a
+    malformed item, too many items, an unknown function — refuses all of it and writes nothing."""
+    services = current_app.extensions["taskservice"]
+    check_function_name(name)
+    body = BatchSubmission.parse_batch(json_body(request, max_bytes=services.settings.max_batch_bytes))
+    outcomes = services.submitter.submit_many(name, [BatchItem(item.payload, item.invocationId)
+                                                     for item in body.items])
+    return jsonify(batch_view(outcomes)), 200
 
 
 @invocations_api.get("/functions/<name>/invocations/<invocation_id>")

@@ -148,6 +148,17 @@ def openapi_document(max_payload_bytes: int) -> dict[str, Any]:
                          "description": "your id for the invocation (default: generated); unique per function",
                          "schema": {"type": "string", "pattern": INVOCATION_ID.pattern}}],
             requestBody={"required": False, "content": {"application/json": {"schema": {}}}})},
+        "/v1/functions/{name}/invocations:batch": {"parameters": [_NAME], "post": _operation(
+            "Submit up to 1,000 asynchronous invocations at once",
+            {200: _json(schemas.BatchResult, "processed: each item's own status (202/409/400/413) is in the answer")},
+            (400, 404, 413, 415), writes=True, body=(schemas.BatchSubmission, True),
+            description=("All items are written in one ledger transaction and rung in one publish batch. Each item is "
+                         "judged on its own: valid items are accepted (202) even when others are refused, an id "
+                         "already taken — in the ledger or by an earlier item of the same batch — gets 409 with the "
+                         "holder's request id and status, a bad id or payload 400, a payload over "
+                         f"{max_payload_bytes} bytes 413. What concerns the request as a whole refuses all of it and "
+                         "writes nothing: malformed JSON or a malformed item (400, naming its index), more than "
+                         "1,000 items or a body over the batch limit (413), an unknown function (404)."))},
         "/v1/functions/{name}/invocations/{invocation_id}": {"parameters": [_NAME, _ID], "get": _operation(
             "Read one invocation with its transitions, deliveries and fan-out family",
             {200: _json(schemas.Invocation, "OK")}, (400, 404))},

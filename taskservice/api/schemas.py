@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from taskservice.control import BULK_LIMIT
-from taskservice.errors import InvalidQuery
+from taskservice.errors import InvalidQuery, PayloadTooLarge
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.ledger.states import Status
 from taskservice.specs import (
@@ -40,6 +40,7 @@ from taskservice.specs import (
     parse_time,
 )
 from taskservice.statuses import Condition
+from taskservice.submission import MAX_BATCH as BATCH_LIMIT
 from taskservice.trigger_specs import QueueConfig, StorageConfig, TimerConfig
 
 # check_function_name raises InvalidName itself (pydantic lets it through), so a bad name keeps its error code.
@@ -223,6 +224,33 @@ class BulkRetrySelection(BulkSelection):
     includeSucceeded: StrictBool = Field(default=False, description="also re-run Succeeded invocations")
 
 
+class BatchItem(BaseModel):
+    """One item of POST …/invocations:batch. The id is checked per item (an id that breaks the pattern gets its
+    own 400 in the answer), so the schema only says it is a string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    invocationId: str | None = Field(default=None, description=(
+        f"your id for the invocation (default: generated); unique per function; must match {INVOCATION_ID.pattern}, "
+        "else this item alone is refused with status 400"))
+    payload: Any = Field(default=None, description="the payload: any JSON (default null)")
+
+
+class BatchSubmission(Body):
+    """POST /v1/functions/{name}/invocations:batch."""
+
+    items: Annotated[list[BatchItem], Field(min_length=1, max_length=BATCH_LIMIT, description=(
+        f"1 to {BATCH_LIMIT} invocations, written in one transaction; more is refused with 413"))]
+
+    @classmethod
+    def parse_batch(cls, data: Any) -> BatchSubmission:
+        """Like `parse`, but too many items is 413 (the request is too large), not 400; both write nothing."""
+        if isinstance(data, dict) and isinstance(data.get("items"), list) and len(data["items"]) > BATCH_LIMIT:
+            raise PayloadTooLarge(f"the batch has {len(data['items'])} items; the limit is {BATCH_LIMIT} per "
+                                  "request: split it")
+        return cls.parse(data)
+
+
 # --- answers ------------------------------------------------------------------------------------------------------
 def _open(schema: dict[str, Any]) -> None:
     """Answers may gain fields in v1: the server never sends an undeclared one, but clients must not forbid them."""
@@ -355,6 +383,29 @@ class BulkResult(Answer):
     changed: int
     items: list[Submitted]
     refused: list[Refused]
+
+
+class BatchItemResult(Answer):
+    """What became of one item: `status` is what a single submission of it would have answered."""
+
+    index: Annotated[int, Field(ge=0, description="the item's position in the request, from 0")]
+    status: Annotated[Literal[202, 400, 409, 413], Field(description=(
+        "202 accepted; 409 the id is taken (in the ledger, or by an earlier item of this batch); 400 a bad id or "
+        "payload; 413 the payload is over the limit"))]
+    invocationId: str | None = Field(description="the item's id as given, or the one generated for it; null when "
+                                                 "the item gave none and was refused")
+    requestId: str | None = Field(description="202: the new invocation's request id; 409: the existing one's")
+    invocationStatus: Status | None = Field(description="202: Enqueued; 409: the existing invocation's status")
+    error: ErrorDetail | None = Field(description="why the item was not accepted (null when accepted)")
+
+
+class BatchResult(Answer):
+    """The answer of POST …/invocations:batch: one result per item, in request order."""
+
+    accepted: int
+    duplicates: int
+    refused: int
+    items: list[BatchItemResult]
 
 
 class LogLine(Answer):
@@ -513,10 +564,10 @@ class Health(Answer):
 
 
 ANSWERS: tuple[type[BaseModel], ...] = (
-    Error, Function, FunctionList, Submitted, InvocationState, Invocation, InvocationPage, BulkResult, Logs,
-    DeadLetterPage, Trigger, TimerTrigger, StorageTrigger, QueueTrigger, AnyTrigger, TriggerList, Replayed,
+    Error, Function, FunctionList, Submitted, InvocationState, Invocation, InvocationPage, BulkResult, BatchResult,
+    Logs, DeadLetterPage, Trigger, TimerTrigger, StorageTrigger, QueueTrigger, AnyTrigger, TriggerList, Replayed,
     ReplayOutcomes, Health, StorageEventsResult)
 REQUESTS: tuple[type[BaseModel], ...] = (RetryOptions, BulkSelection, BulkRetrySelection, AnyTriggerConfig,
-                                         StorageNotification)
+                                         StorageNotification, BatchSubmission)
 QUERIES: dict[str, type[Query]] = {"invocations": InvocationQuery, "dead_letters": DeadLetterQuery,
                                    "logs": LogsQuery}

@@ -23,9 +23,12 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return self.factory()  # called in each worker after fork: every worker gets its own pools
 
 
-def serve_gunicorn(factory: Callable[[], Flask], *, host: str, port: int, workers: int) -> None:
+def serve_gunicorn(factory: Callable[[], Flask], *, host: str, port: int, workers: int, worker_class: str = "sync",
+                   threads: int = 4) -> None:
+    """`worker_class` sync or gthread (`threads` per worker): chosen by measurement, see bench/README.md."""
     workers = workers or 2 * (os.cpu_count() or 1) + 1
-    _Gunicorn(factory, {"bind": f"{host}:{port}", "workers": workers, "worker_class": "sync",
+    _Gunicorn(factory, {"bind": f"{host}:{port}", "workers": workers, "worker_class": worker_class,
+                        "threads": threads if worker_class == "gthread" else 1,
                         "accesslog": None, "errorlog": "-", "loglevel": "info", "timeout": 60,
                         "preload_app": False}).run()
 

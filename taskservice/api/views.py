@@ -13,6 +13,7 @@ from taskservice.ledger.outbox import Delivery
 from taskservice.ledger.queries import LedgerQueries
 from taskservice.ledger.records import DeadLetter, Function, Invocation, LogLine, Transition
 from taskservice.ledger.triggers import Trigger
+from taskservice.submission import ACCEPTED, DUPLICATE, ItemOutcome
 from taskservice.trigger_specs import TimerConfig
 
 
@@ -35,6 +36,21 @@ def _submitted(inv: Invocation) -> dict[str, Any]:
 
 def submitted_view(inv: Invocation) -> dict[str, Any]:
     return schemas.Submitted(**_submitted(inv)).dump()
+
+
+def batch_view(outcomes: list[ItemOutcome]) -> dict[str, Any]:
+    """POST …/invocations:batch: per item its status, the invocation it concerns and, when refused, why."""
+    items = []
+    for o in outcomes:
+        inv = o.invocation
+        items.append(schemas.BatchItemResult(
+            index=o.index, status=o.status, invocationId=o.invocation_id,  # type: ignore[arg-type]  # 202/400/409/413
+            requestId=None if inv is None else inv.request_id, invocationStatus=None if inv is None else inv.status,
+            error=None if o.error is None else schemas.ErrorDetail(code=o.error.code, message=o.error.message)))
+    accepted = sum(o.status == ACCEPTED for o in outcomes)
+    duplicates = sum(o.status == DUPLICATE for o in outcomes)
+    return schemas.BatchResult(accepted=accepted, duplicates=duplicates, refused=len(outcomes) - accepted - duplicates,
+                               items=items).dump()
 
 
 def starts_at(inv: Invocation) -> datetime | None:

@@ -96,7 +96,7 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     settings = load_settings(api_host=host, api_port=port, api_workers=workers)
     require_current_schema(settings)
     serve_gunicorn(lambda: create_app(settings), host=settings.api_host, port=settings.api_port,
-                   workers=settings.api_workers)
+                   workers=settings.api_workers, worker_class=settings.api_worker_class, threads=settings.api_threads)
 
 
 @click.command()

@@ -1,4 +1,5 @@
-"""queue:<name> — durable messages on the configured broker through kombu, with publisher confirms on RabbitMQ.
+"""queue:<name> — durable messages on the configured broker through kombu, with publisher confirms on RabbitMQ,
+awaited once per batch.
 
 Records are published to the direct exchange `taskservice.records` with the queue name as routing key and the queue
 bound to it, so `taskservice destinations tail` can bind a temporary queue of its own and watch without taking
@@ -12,6 +13,7 @@ from typing import Any
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
+from taskservice.confirms import ConfirmingConnection
 from taskservice.destinations.base import DeliveryError
 
 EXCHANGE = Exchange("taskservice.records", type="direct", durable=True)
@@ -22,40 +24,48 @@ def record_queue(name: str) -> Queue:
 
 
 class QueueDestination:
+    """Publishes a batch of records back to back and waits once for the broker's confirms of all of them
+    (taskservice.confirms): a record counts as delivered only once RabbitMQ confirmed it, and one it refused or did
+    not confirm is reported failed, so the outbox sends it again (at least once; consumers de-duplicate on the
+    message id, the record's requestId)."""
+
     def __init__(self, uri: str, name: str, *, url: str, transport_options: dict[str, Any]) -> None:
         self.uri = uri
         self.name = name
         self.url = url
         self.transport_options = transport_options
-        self._connection: Connection | None = None
+        self._connection: ConfirmingConnection | None = None
         self._producer: Producer | None = None
 
-    def _ready_producer(self) -> Producer:
-        if self._producer is None:
-            self._connection = Connection(self.url, transport_options=self.transport_options, connect_timeout=5)
-            self._connection.ensure_connection(max_retries=1)
-            self._producer = Producer(self._connection.default_channel, exchange=EXCHANGE, serializer="json")
+    def _ready(self) -> tuple[ConfirmingConnection, Producer]:
+        if self._connection is None or self._producer is None:
+            self._connection = ConfirmingConnection(self.url, self.transport_options)
+            self._producer = Producer(self._connection.channel, exchange=EXCHANGE, serializer="json")
             record_queue(self.name)(self._producer.channel).declare()
-        return self._producer
+        return self._connection, self._producer
 
     def deliver(self, records: list[dict[str, Any]]) -> list[DeliveryError | None]:
-        results: list[DeliveryError | None] = []
+        tags: list[int] = []
         try:
-            producer = self._ready_producer()
+            connection, producer = self._ready()
             for record in records:
                 producer.publish(record, routing_key=self.name, delivery_mode=2, serializer="json",
                                  message_id=record["requestContext"]["requestId"], retry=False)
-                results.append(None)
+                tags.append(connection.sent())
+            unconfirmed = connection.settle(tags)
         except Exception as exc:  # kombu and amqp raise a zoo of transport errors; all mean "try again later"
             self.close()
             error = DeliveryError(f"broker refused the record for queue {self.name!r}: {type(exc).__name__}: {exc}")
-            results.extend([error] * (len(records) - len(results)))
-        return results
+            return [error] * len(records)
+        if not unconfirmed:
+            return [None] * len(records)
+        self.close()
+        refused = DeliveryError(f"the broker did not confirm the record for queue {self.name!r}")
+        return [refused if tag in unconfirmed else None for tag in tags]
 
     def close(self) -> None:
         if self._connection is not None:
-            with contextlib.suppress(Exception):  # closing a broken connection may raise again; it is gone either way
-                self._connection.release()
+            self._connection.close()
         self._connection = None
         self._producer = None
 

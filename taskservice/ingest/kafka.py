@@ -1,8 +1,8 @@
 """Kafka ingest: each enabled trigger's topics become batch invocations, with no record lost or invoked twice.
 
 Per consumed batch, for each partition: drop what the ledger already holds (see `_fresh`), cut the rest into units
-(`ingest.batch.plan`), submit each through `Submitter.submit` — a DuplicateInvocation means an earlier run already
-did it — or write a dead letter for an unusable record, and only then commit the partition's next offset,
+(`ingest.batch.plan`), submit them in batches through `Submitter.submit_many` — a taken id means an earlier run
+already did it — or write a dead letter for an unusable record, and only then commit the partition's next offset,
 synchronously. A process killed anywhere in between re-reads from the last commit; the invocation ids (topic,
 partition, first/last offset) and the probe after each assignment make the re-read a no-op, even when the broker
 returns the re-read records in different batches than the first time.
@@ -17,17 +17,26 @@ import threading
 import time
 from collections.abc import Sequence
 
-from taskservice.errors import DuplicateInvocation, PayloadTooLarge
-from taskservice.ingest.batch import PAYLOAD_TOO_LARGE, Unit, batch_id, batch_prefix, by_partition, last_offset_of, plan
+from taskservice.ingest.batch import (
+    INVALID_RECORD,
+    PAYLOAD_TOO_LARGE,
+    Unit,
+    batch_id,
+    batch_prefix,
+    by_partition,
+    last_offset_of,
+    plan,
+)
 from taskservice.kafka import BatchConsumer, KafkaRecord
 from taskservice.ledger.triggers import Trigger
 from taskservice.services import Services
-from taskservice.submission import EncodedPayload
+from taskservice.submission import ACCEPTED, DUPLICATE, MAX_BATCH, TOO_LARGE, BatchItem, EncodedPayload
 from taskservice.trigger_threads import TriggerThreads
 
 log = logging.getLogger(__name__)
 LAG_REPORT_S = 5.0
 ERROR_BACKOFF_S = 2.0
+READ_AHEAD = MAX_BATCH  # records taken per read at most when they are already there (see _loop)
 
 Partition = tuple[str, int]
 
@@ -82,6 +91,10 @@ class TriggerConsumer:
                 records = consumer.consume(1, 0.5)
                 if records:
                     records += consumer.consume(wanted - 1, 0)
+            if len(records) >= wanted and wanted < READ_AHEAD:
+                # Small batches (batch size 1): take what has already arrived as well, without waiting, so one bulk
+                # submission writes many invocations instead of a transaction per record or two.
+                records += consumer.consume(READ_AHEAD - len(records), 0)
             if records:
                 consumer.commit(self.process(records))
             if time.monotonic() >= next_report:
@@ -90,16 +103,29 @@ class TriggerConsumer:
                 self.services.triggers.report_lag(t.name, {f"{k[0]}:{k[1]}": v for k, v in lag.items()})
 
     def process(self, records: Sequence[KafkaRecord]) -> dict[Partition, int]:
-        """Write every record to the ledger (invocations or dead letters); returns the offsets now safe to commit."""
+        """Write every record to the ledger (invocations or dead letters); returns the offsets now safe to commit.
+
+        Invocations go in through `Submitter.submit_many`, up to MAX_BATCH per transaction across partitions. Per
+        partition the units still reach the ledger in offset order — the pending invocations are written before any
+        dead letter that follows them — so what a crash leaves written is always a prefix of each partition's units,
+        which is what `_fresh` walks after a restart."""
         commits: dict[Partition, int] = {}
+        pending: list[Unit] = []
         for key, group in by_partition(records).items():
             fresh = self._fresh(key, group)
             for unit in plan(fresh, batch_size=self.trigger.batch_size,
                              max_payload_bytes=self.services.settings.max_payload_bytes):
-                self._write(unit)
+                if unit.error_type is None:
+                    pending.append(unit)
+                    if len(pending) >= MAX_BATCH:
+                        self._submit(pending)
+                else:
+                    self._submit(pending)
+                    self._reject(unit)
             commits[key] = max(group[-1].offset + 1, self._next.get(key, 0))
             if fresh:
                 self._next[key] = fresh[-1].offset + 1
+        self._submit(pending)
         return commits
 
     def _fresh(self, key: Partition, records: list[KafkaRecord]) -> list[KafkaRecord]:
@@ -129,19 +155,25 @@ class TriggerConsumer:
             return first
         return None
 
-    def _write(self, unit: Unit) -> None:
-        function = self.trigger.function
-        if unit.error_type is None:
-            try:
-                self.services.submitter.submit(function, EncodedPayload(unit.payload),
-                                               invocation_id=unit.invocation_id)
+    def _submit(self, units: list[Unit]) -> None:
+        """Submit the pending batch units in one transaction and empty the list. A taken id means an earlier run
+        (or the partition's previous owner) wrote it already; a unit refused for its size is kept as a dead letter."""
+        if not units:
+            return
+        outcomes = self.services.submitter.submit_many(
+            self.trigger.function, [BatchItem(EncodedPayload(u.payload), u.invocation_id) for u in units])
+        for unit, outcome in zip(units, outcomes, strict=True):
+            if outcome.status == ACCEPTED:
                 self.submitted += 1
-                return
-            except DuplicateInvocation:
-                return  # written before a crash or by the previous owner of this partition
-            except PayloadTooLarge as exc:  # the planner's estimate was short: keep the records, as a dead letter
-                unit = Unit(unit.invocation_id, unit.first, unit.last, unit.payload, PAYLOAD_TOO_LARGE, exc.message)
+            elif outcome.status != DUPLICATE:
+                error = outcome.error.message if outcome.error is not None else "refused"
+                error_type = PAYLOAD_TOO_LARGE if outcome.status == TOO_LARGE else INVALID_RECORD
+                self._reject(Unit(unit.invocation_id, unit.first, unit.last, unit.payload, error_type, error))
+        units.clear()
+
+    def _reject(self, unit: Unit) -> None:
         assert unit.error_type is not None and unit.error is not None
+        function = self.trigger.function
         log.warning("trigger %s: %s at %s: %s", self.trigger.name, unit.error_type, unit.invocation_id, unit.error)
         self.services.dead_letters.reject(function, unit.invocation_id, unit.payload, error_type=unit.error_type,
                                           error=unit.error)

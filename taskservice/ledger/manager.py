@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskservice.clock import utcnow
 from taskservice.errors import DuplicateInvocation, FunctionNotFound, InvocationNotFound, NotRetryable
+from taskservice.ledger.bulk import NewInvocation, insert_invocations, moved_and_logged
 from taskservice.ledger.flows import purge_executions
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
 from taskservice.ledger.outbox import record_outcome
@@ -119,6 +120,16 @@ class Ledger(LedgerQueries):
                           progress_percent=None, progress_message=None, log_lines=0, replay_of=replay_of,
                           parent_pk=parent_pk, execution_pk=execution_pk)
 
+    def create_invocations(self, function: str, items: Sequence[NewInvocation], *, queue: str | None = None
+                           ) -> list[tuple[Invocation | None, bool]]:
+        """Insert a batch of new Enqueued invocations in one transaction (ids distinct within the batch); an id the
+        ledger already holds is skipped, not an error. Per item: (invocation, created) — see ledger/bulk.py."""
+        if not items:
+            return []
+        with self.engine.begin() as conn:
+            self._require_function(conn, function)
+            return insert_invocations(conn, function, items, queue=queue, now=utcnow())
+
     def _require_function(self, conn: Connection, function: str) -> None:
         """404 for an unknown function. A function seen in the last few seconds is not looked up again: a
         submission racing a delete is caught at claim time, where the invocation ends Invalid."""
@@ -161,14 +172,20 @@ class Ledger(LedgerQueries):
         if target in TERMINAL:
             values.setdefault("finished_at", now)
             values.setdefault("lease_expires_at", None)
-        row = conn.execute(update(INVOCATIONS)
-                           .where(INVOCATIONS.c.id == pk, INVOCATIONS.c.status == status,
-                                  INVOCATIONS.c.attempts == attempts)
-                           .values(status=target, **values).returning(*INVOCATIONS.c)).first()
-        if row is None:  # somebody else moved it between our read and our write
-            return None
-        conn.execute(insert(TRANSITIONS).values(invocation_pk=pk, from_status=status, to_status=target,
-                                                attempt=row.attempts, reason=reason[:1024], at=now))
+        moved = (update(INVOCATIONS)
+                 .where(INVOCATIONS.c.id == pk, INVOCATIONS.c.status == status, INVOCATIONS.c.attempts == attempts)
+                 .values(status=target, **values).returning(*INVOCATIONS.c))
+        if conn.dialect.name == "postgresql":
+            # One round trip: the conditional UPDATE and its history row in one statement (a data-modifying CTE).
+            row = conn.execute(moved_and_logged(moved, status, target, reason[:1024], now)).first()
+            if row is None:  # somebody else moved it between our read and our write
+                return None
+        else:
+            row = conn.execute(moved).first()
+            if row is None:
+                return None
+            conn.execute(insert(TRANSITIONS).values(invocation_pk=pk, from_status=status, to_status=target,
+                                                    attempt=row.attempts, reason=reason[:1024], at=now))
         if target in TERMINAL:
             record_outcome(conn, row)  # outbox and dead letter commit with the transition, or not at all
         return Invocation.from_row(row)

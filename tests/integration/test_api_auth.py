@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from taskservice import create_app
 from taskservice.cli import cli
+from taskservice.db import make_engine
 from taskservice.errors import FunctionNotFound
 from taskservice.ledger.models import API_TOKENS
 from taskservice.ledger.queries import InvocationFilter
@@ -40,7 +43,7 @@ def bearer(secret: str) -> dict[str, str]:
 
 
 def test_api_needs_a_live_token(secured: FlaskClient, services: Services, tokens: dict[str, str],
-                                fn_name: str) -> None:
+                                fn_name: str, eventually: Any) -> None:
     missing = secured.get("/v1/functions")
     assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "Unauthorized"
     assert "Bearer" in missing.headers["WWW-Authenticate"]
@@ -49,9 +52,11 @@ def test_api_needs_a_live_token(secured: FlaskClient, services: Services, tokens
                    {"Authorization": "Bearer"}, {"Authorization": f"Bearer {tokens['admin']}x"}):
         assert secured.get("/v1/functions", headers=header).status_code == 401, header
     assert secured.get("/v1/functions", headers=bearer(tokens["admin"])).status_code == 200
-    services.tokens.revoke(f"{fn_name}_admin")
-    revoked = secured.get("/v1/functions", headers=bearer(tokens["admin"]))
-    assert revoked.status_code == 401 and "revoked" in revoked.get_json()["error"]["message"]
+    services.tokens.revoke(f"{fn_name}_admin")  # another TokenStore than the app's, as the CLI's would be
+    # The API caches token lookups for half a second: the revoke must reach it within a second.
+    revoked = eventually(lambda: secured.get("/v1/functions", headers=bearer(tokens["admin"])), timeout_s=1.0,
+                         until=lambda answer: answer.status_code == 401, what="the revoked token refused")
+    assert "revoked" in revoked.get_json()["error"]["message"]
 
 
 def test_probes_and_the_api_document_stay_open(secured: FlaskClient) -> None:
@@ -95,7 +100,7 @@ def run_cli(backend: Backend) -> CliRunner:
 
 
 def test_tokens_cli_creates_lists_and_revokes(run_cli: CliRunner, secured: FlaskClient, services: Services,
-                                              fn_name: str) -> None:
+                                              fn_name: str, eventually: Any) -> None:
     created = run_cli.invoke(cli, ["tokens", "create", f"{fn_name}_ci", "--role", "read-only"])
     assert created.exit_code == 0, created.output
     secret = created.stdout.strip().splitlines()[0]
@@ -105,7 +110,43 @@ def test_tokens_cli_creates_lists_and_revokes(run_cli: CliRunner, secured: Flask
     row = next(r for r in json.loads(listed.stdout) if r["name"] == f"{fn_name}_ci")
     assert row["role"] == "read-only" and row["lastUsedAt"] is not None and secret not in listed.stdout
     assert run_cli.invoke(cli, ["tokens", "revoke", f"{fn_name}_ci"]).exit_code == 0
-    assert secured.get("/v1/functions", headers=bearer(secret)).status_code == 401
+    eventually(lambda: secured.get("/v1/functions", headers=bearer(secret)).status_code, timeout_s=1.0,
+               until=lambda status: status == 401, what="the token revoked by the CLI refused")
+
+
+def test_a_revoke_reaches_every_gunicorn_worker_within_a_second(backend: Backend, new_backend: Any, launch: Any,
+                                                               run_cli: CliRunner, fn_name: str,
+                                                               eventually: Any) -> None:
+    """`taskservice api` as production runs it (gunicorn, 2 workers, each with its own token cache, warmed by
+    requests): after `taskservice tokens revoke`, no worker accepts the token a second later."""
+    own = new_backend(backend.name)
+    server = launch.api(own, workers=2, auth=True)
+    try:
+        store = TokenStore(make_engine(own.settings.resolved_database_url))
+        _, secret = store.create(f"{fn_name}_live", "admin")
+        for _ in range(20):  # both workers have looked the token up and cached it
+            assert requests.get(f"{server.base}/v1/functions", headers=bearer(secret), timeout=5).status_code == 200
+        store.revoke(f"{fn_name}_live")
+        revoked_at = time.monotonic()
+        answers: list[tuple[float, int]] = []  # (sent, seconds after the revoke; status)
+
+        def refused_in_a_row() -> int:
+            sent = time.monotonic() - revoked_at
+            status = requests.get(f"{server.base}/v1/functions", headers=bearer(secret), timeout=5).status_code
+            answers.append((sent, status))
+            run = 0
+            for _, seen in reversed(answers):
+                if seen != 401:
+                    break
+                run += 1
+            return run
+
+        eventually(refused_in_a_row, until=lambda run: run >= 20, timeout_s=5.0,
+                   what="20 requests in a row refusing the revoked token")
+        late = [(sent, status) for sent, status in answers if sent > 1.0 and status != 401]
+        assert not late, f"accepted more than a second after the revoke: {late}"
+    finally:
+        server.stop()
 
 
 def test_tokens_cli_bad_input_is_refused_and_changes_nothing(run_cli: CliRunner, services: Services,

@@ -152,3 +152,24 @@ def test_bad_records_become_dead_letters_and_the_trigger_keeps_going(
     assert too_large["errorType"] == "PayloadTooLarge"
     assert str(limit) in json.loads(too_large["record"]["responsePayload"])["errorMessage"]
     assert len(letters) == 2
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_batch_size_1_and_n_go_in_through_bulk_submission(
+        services: Services, kafka_broker: KafkaBroker, fn_name: str, start_ingest: Callable[..., IngestProcess],
+        make_trigger: Any, eventually: Any, batch_size: int) -> None:
+    """Each consumed read becomes bulk submissions of up to 1,000 invocations per transaction, whatever the batch
+    size: the rows of one transaction share their created_at, so there are far fewer instants than invocations."""
+    total = 3000
+    _, topic = make_trigger(fn_name, partitions=2, batch_size=batch_size)
+    produce(kafka_broker, topic, messages_for(total))
+    start_ingest()
+    seen = eventually(lambda: offsets_in_invocations(services, fn_name), until=lambda got: got.total() >= total,
+                      timeout_s=90, what=f"{total} offsets in invocations")
+    assert_exactly_once(seen, total)
+    invocations = invocation_count(services, fn_name)
+    assert invocations == -(-total // batch_size) or batch_size > 1 and invocations >= total // batch_size
+    with services.engine.connect() as conn:
+        instants = conn.execute(select(func.count(func.distinct(INVOCATIONS.c.created_at)))
+                                .where(INVOCATIONS.c.function == fn_name)).scalar_one()
+    assert instants * 5 <= invocations, (instants, invocations)

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"storage", "kafka", "specs", "flowdef"},  # flowdef: flow definitions, conditions and mappings (pure)
     {"trigger_specs"},  # trigger kinds, schedules and event ids: shared by API, scheduler and storage events
     {"config", "db", "embedded_broker"},
-    {"broker"},
+    {"broker", "confirms"},  # confirms: publisher confirms awaited per batch (dispatch, queue: destination)
     {"ledger", "dispatch"},
     {"submission", "destinations"},
     {"control", "replay", "relay", "migrate", "storage_events"},
