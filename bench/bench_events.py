@@ -25,24 +25,19 @@ from pathlib import Path
 
 import requests
 from kombu import Connection, Consumer, Producer
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.fresh_run import AMQP, fresh_run  # noqa: E402
 from bench.machine import background_load, describe_machine  # noqa: E402
-from taskservice import migrate  # noqa: E402
-from taskservice.config import Settings  # noqa: E402
-from taskservice.db import make_engine  # noqa: E402
 from taskservice.destinations.queue import EXCHANGE, record_queue  # noqa: E402
 from taskservice.ledger.models import INVOCATIONS, QUEUE_MESSAGES  # noqa: E402
 from taskservice.queue_trigger import QueueConsumer  # noqa: E402
 from taskservice.services import Services  # noqa: E402
 from taskservice.specs import FunctionConfig  # noqa: E402
 from taskservice.trigger_specs import QueueConfig, StorageConfig, TimerConfig  # noqa: E402
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -178,45 +173,31 @@ def main() -> None:
     args = parser.parse_args()
     ticks, events, messages = (10, 30, 5_000) if args.quick else (60, 200, 20_000)
     print("machine:", describe_machine(), f"background load {background_load():.2f} cores", flush=True)
-    run = uuid.uuid4().hex[:8]
-    db = f"bench_events_{run}"
-    logs = REPO / "bench" / "results" / f"events-{run}"
-    logs.mkdir(parents=True, exist_ok=True)
-    admin = make_engine(f"{PG}/postgres").execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    settings = Settings(database_url=f"{PG}/{db}", broker_url=AMQP, queue=f"bench.{db}", data_dir=logs)
-    services = Services.build(settings)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}, **settings.to_env(),
-           "PYTHONPATH": str(REPO)}
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        migrate.upgrade(services.engine)
-        for name in ("noop-timer", "noop-storage", "noop-queue"):
-            services.ledger.put_function(name, FunctionConfig(handler="workers.handlers.noop:handler"))
-        _, token = services.tokens.create("bench", "admin")
-        procs.append(start(["worker", "-c", "2", "--quiet", "--loglevel", "WARNING"], env, logs / "worker.log"))
-        port = 18000 + os.getpid() % 1000
-        procs.append(start(["api", "--port", str(port), "--workers", "2"], env, logs / "api.log"))
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        time.sleep(2)  # the worker's startup, so the first figures are not its boot
-        print(timer_phase(services, env, logs, ticks), flush=True)
-        print(storage_phase(services, base, token, events), flush=True)
-        print(queue_phase(services, messages), flush=True)
-    finally:
-        for proc in procs:
-            stop(proc)
-        services.close()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        with Connection(AMQP) as amqp:
-            amqp.default_channel.queue_delete(f"bench.{db}")
+    with fresh_run("events") as run:
+        services = run.services
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for name in ("noop-timer", "noop-storage", "noop-queue"):
+                services.ledger.put_function(name, FunctionConfig(handler="workers.handlers.noop:handler"))
+            _, token = services.tokens.create("bench", "admin")
+            procs.append(start(["worker", "-c", "2", "--quiet", "--loglevel", "WARNING"], run.env,
+                               run.logs / "worker.log"))
+            port = 18000 + os.getpid() % 1000
+            procs.append(start(["api", "--port", str(port), "--workers", "2"], run.env, run.logs / "api.log"))
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            time.sleep(2)  # the worker's startup, so the first figures are not its boot
+            print(timer_phase(services, run.env, run.logs, ticks), flush=True)
+            print(storage_phase(services, base, token, events), flush=True)
+            print(queue_phase(services, messages), flush=True)
+        finally:
+            for proc in procs:
+                stop(proc)
 
 
 if __name__ == "__main__":

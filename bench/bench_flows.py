@@ -11,25 +11,22 @@ The worker (2 slots) and one `taskservice engine` run as separate processes, as 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from kombu import Connection
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_events import AMQP, PG, pct, start, stop  # noqa: E402
+from bench.bench_events import pct, start, stop  # noqa: E402
+from bench.fresh_run import fresh_run  # noqa: E402
 from bench.machine import background_load, describe_machine  # noqa: E402
-from taskservice import migrate  # noqa: E402
-from taskservice.config import Settings  # noqa: E402
-from taskservice.db import make_engine  # noqa: E402
 from taskservice.flowdef import parse_definition  # noqa: E402
 from taskservice.ledger.models import INVOCATIONS  # noqa: E402
 from taskservice.services import Services  # noqa: E402
@@ -39,9 +36,9 @@ NOOP = "noop"
 EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
-def wait_until(probe: object, timeout_s: float, what: str) -> None:
+def wait_until(probe: Callable[[], object], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
-    while not probe():  # type: ignore[operator]
+    while not probe():
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.05)
@@ -68,7 +65,7 @@ def plain_phase(services: Services, n: int) -> float:
     return wall
 
 
-def run_flow(services: Services, name: str, definition: dict[str, object], payload: str) -> tuple[int, float]:
+def run_flow(services: Services, name: str, definition: dict[str, Any], payload: str) -> tuple[int, float]:
     parsed = parse_definition(definition)
     flow, _ = services.flows.put(name, source="", definition=parsed.to_json(), description="", on_success=None,
                                  on_failure=None)
@@ -87,7 +84,7 @@ def run_flow(services: Services, name: str, definition: dict[str, object], paylo
 
 
 def foreach_phase(services: Services, n: int, plain_wall: float) -> None:
-    definition = {"version": "v1", "type": "flow", "steps": [{
+    definition: dict[str, Any] = {"version": "v1", "type": "flow", "steps": [{
         "name": "each", "type": "foreach", "maxConcurrency": 50, "iterationMapping": {"collection": "$.items"},
         "steps": [{"name": "work", "type": "task", "resourceArn": f"function:{NOOP}",
                    "inputMappings": [{"target": "item", "source": "$input.item"}]}]}]}
@@ -105,7 +102,7 @@ def foreach_phase(services: Services, n: int, plain_wall: float) -> None:
 
 
 def chain_phase(services: Services, steps: int) -> None:
-    definition = {"version": "v1", "type": "flow", "steps": [
+    definition: dict[str, Any] = {"version": "v1", "type": "flow", "steps": [
         {"name": f"s{k}", "type": "task", "resourceArn": f"function:{NOOP}"} for k in range(steps)]}
     pk, wall = run_flow(services, "bench-chain", definition, "{}")
     rows = _invocations(services, execution_pk=pk, since=EPOCH)
@@ -120,37 +117,23 @@ def main() -> None:
     args = parser.parse_args()
     n, chain = (200, 20) if args.quick else (1000, 50)
     print("machine:", describe_machine(), f"background load {background_load():.2f} cores", flush=True)
-    run = uuid.uuid4().hex[:8]
-    db = f"bench_flows_{run}"
-    logs = REPO / "bench" / "results" / f"flows-{run}"
-    logs.mkdir(parents=True, exist_ok=True)
-    admin = make_engine(f"{PG}/postgres").execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    settings = Settings(database_url=f"{PG}/{db}", broker_url=AMQP, queue=f"bench.{db}", data_dir=logs)
-    services = Services.build(settings)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TASKSERVICE_")}, **settings.to_env(),
-           "PYTHONPATH": str(REPO)}
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        migrate.upgrade(services.engine)
-        services.ledger.put_function(NOOP, FunctionConfig(handler="workers.handlers.noop:handler", max_retries=0))
-        procs.append(start(["worker", "-c", "2", "--quiet", "--loglevel", "WARNING"], env, logs / "worker.log"))
-        procs.append(start(["engine", "--loglevel", "WARNING"], env, logs / "engine.log"))
-        services.submitter.submit(NOOP, {})  # the worker's first attempt is its boot, not a figure
-        wait_until(lambda: bool(_invocations(services, execution_pk=None, since=EPOCH)[0][1]),
-                   120, "the worker to start")
-        plain = plain_phase(services, n)
-        foreach_phase(services, n, plain)
-        chain_phase(services, chain)
-    finally:
-        for proc in procs:
-            stop(proc)
-        services.close()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        with Connection(AMQP) as amqp:
-            amqp.default_channel.queue_delete(f"bench.{db}")
+    with fresh_run("flows") as run:
+        services, procs = run.services, []
+        try:
+            services.ledger.put_function(NOOP, FunctionConfig(handler="workers.handlers.noop:handler",
+                                                              max_retries=0))
+            procs.append(start(["worker", "-c", "2", "--quiet", "--loglevel", "WARNING"], run.env,
+                               run.logs / "worker.log"))
+            procs.append(start(["engine", "--loglevel", "WARNING"], run.env, run.logs / "engine.log"))
+            services.submitter.submit(NOOP, {})  # the worker's first attempt is its boot, not a figure
+            wait_until(lambda: bool(_invocations(services, execution_pk=None, since=EPOCH)[0][1]),
+                       120, "the worker to start")
+            plain = plain_phase(services, n)
+            foreach_phase(services, n, plain)
+            chain_phase(services, chain)
+        finally:
+            for proc in procs:
+                stop(proc)
 
 
 if __name__ == "__main__":
