@@ -113,10 +113,13 @@ def execution_live(flow: str, name: str) -> Response:
     """What the execution page polls: its changing parts as HTML, and the history events after `after`."""
     ex = _load(flow, name)
     after = int_arg(request.args, "after", 0, 0, 2**62)
+    # The events first, the step runs after them: an event and its step run commit together, so the parts drawn
+    # are never older than the events sent with them (the other order could show WaitStarted on a box not yet
+    # Waiting).
+    events = _events(ex, after, 1000)
     view = _view(ex)
     parts = {element: str(get_template_attribute("execution_parts.html", macro)(*(view[a] for a in args)))
              for element, (macro, args) in LIVE_PARTS.items()}
-    events = _events(ex, after, 1000)
     row = get_template_attribute("execution_parts.html", "event_row")
     return jsonify({"status": ex.status, "terminal": view["terminal"], "parts": parts,
                     "events": [str(row(e)) for e in events],

@@ -27,7 +27,9 @@ def test_flow_executions_ride_out_postgres_and_rabbitmq_stops(
         new_backend: Callable[..., Backend], launch: Launcher, deploy: Callable[..., Any],
         deploy_flow: Callable[..., Any], eventually: Callable[..., Any], postgres: Postgres, rabbitmq: RabbitMQ,
         fault_clock: list[tuple[str, float]]) -> None:
-    backend = new_backend("postgres", heartbeat_s=2.0, reaper_interval_s=1.0)
+    # A lease longer than the outages: an outage shorter than the lease kills no running step (design §6). With the
+    # suite's 3 s lease the workers fence themselves, and a flow step is retried only by its own retry rules.
+    backend = new_backend("postgres", lease_s=30.0, heartbeat_s=2.0, reaper_interval_s=1.0)
     client = create_app(backend.settings).test_client()
     services = Services.build(backend.settings)
     try:
