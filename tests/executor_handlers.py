@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
+
+from tests.handlers import hang_until_killed
 
 _KEPT: list[bytes] = []  # memory a handler keeps across attempts (module state survives in a warm executor)
 
@@ -43,30 +44,28 @@ def crash(event: dict[str, Any], context: Any) -> None:
         os._exit(3)
     if how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(300)  # "hang": ends by timeout or stop
+    hang_until_killed()  # ends by timeout or stop
 
 
 def tree_and_hang(event: dict[str, Any], context: Any) -> None:
     """Starts a child that starts a grandchild in a session of its own (out of the executor's process group), records
     the three pids in event["pids"] and hangs."""
-    grandchild_file = Path(event["pids"] + ".grandchild")
-    code = ("import subprocess, sys, time; "
+    code = ("import signal, subprocess; "
             "p = subprocess.Popen(['sleep', '300'], start_new_session=True); "
-            f"open({str(grandchild_file)!r}, 'w').write(str(p.pid)); time.sleep(300)")
-    child = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.monotonic() + 30
-    while not grandchild_file.exists() or not grandchild_file.read_text():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the grandchild did not start")
-        time.sleep(0.01)
-    Path(event["pids"]).write_text(f"{os.getpid()} {child.pid} {grandchild_file.read_text()}\n")
-    time.sleep(300)
+            "print(p.pid, flush=True); signal.pause()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    grandchild = child.stdout.readline().strip()  # blocks until the child has started the grandchild
+    if not grandchild:
+        raise RuntimeError("the grandchild did not start")
+    Path(event["pids"]).write_text(f"{os.getpid()} {child.pid} {grandchild}\n")
+    hang_until_killed()
 
 
 def leave_child(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Returns cleanly but leaves a child process (and a thread) running behind it."""
     child = subprocess.Popen(["sleep", "300"])
-    threading.Thread(target=time.sleep, args=(300,), daemon=True).start()
+    threading.Thread(target=threading.Event().wait, daemon=True).start()  # waits for an event nobody sets
     return {"pid": os.getpid(), "child": child.pid}
 
 

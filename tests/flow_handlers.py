@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -47,13 +46,3 @@ def fail_item(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if str(event["item"]) in bad:
         raise Flaky(f"item {event['item']} fails on purpose")
     return {"ok": event["item"]}
-
-
-def hang(event: dict[str, Any], context: Any) -> None:
-    """Starts a child process and hangs; both pids go to event["pids"] (one line per call)."""
-    import subprocess
-
-    child = subprocess.Popen(["sleep", "300"])
-    with open(event["pids"], "a") as fh:
-        fh.write(f"{os.getpid()} {child.pid}\n")
-    time.sleep(300)

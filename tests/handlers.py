@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 
 def _mark(event: dict[str, Any], context: Any) -> None:
@@ -29,6 +30,12 @@ def fail_until(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if context.attempt < int(event["succeed_on"]):
         raise RuntimeError(f"planned failure on attempt {context.attempt}")
     return {"attempt": context.attempt}
+
+
+def hang_until_killed() -> NoReturn:
+    """What a stuck handler does: nothing, until its worker kills it (timeout, stop) — no deadline of its own."""
+    while True:
+        signal.pause()
 
 
 def spawn_and_hang(event: dict[str, Any], context: Any) -> None:

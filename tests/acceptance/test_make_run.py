@@ -25,7 +25,12 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory, repo_dir: Path, free_po
         proc = subprocess.Popen(["make", "run", f"PORT={port}", f"DATA_DIR={data_dir}"], cwd=repo_dir, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    wait_for_health(base, proc, log_path, timeout_s=120)
+    try:
+        wait_for_health(base, proc, log_path, timeout_s=120)
+    except BaseException:  # never healthy: stop it here, or nothing would
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     yield {"base": base, "data_dir": data_dir, "log": log_path, "proc": proc, "repo": repo_dir}
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)

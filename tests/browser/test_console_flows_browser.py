@@ -28,7 +28,7 @@ def test_execution_page_draws_the_graph_updates_live_and_stops(console: Console,
                                                                 eventually: Any, screenshot: Any) -> None:
     quick, stuck, flow = fresh("quick"), fresh("stuck"), fresh("pipeline")
     deploy(console.api, quick, "tests.flow_handlers:double", timeout_s=60, max_retries=0)
-    deploy(console.api, stuck, "tests.flow_handlers:hang", timeout_s=600, max_retries=0)
+    deploy(console.api, stuck, "tests.handlers:spawn_and_hang", timeout_s=600, max_retries=0)
     deploy_flow(console.api, flow, {"version": "v1", "type": "flow", "steps": [
         {"name": "prepare", "type": "pass"},
         {"name": "both", "type": "parallel", "branches": [

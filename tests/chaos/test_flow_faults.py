@@ -36,8 +36,13 @@ def test_flow_executions_ride_out_postgres_and_rabbitmq_stops(
         deploy(client, "step", "tests.flow_handlers:double", max_retries=0)
         deploy_flow(client, "chain", {"version": "v1", "type": "flow", "steps": [
             {"name": f"s{k}", "type": "task", "resourceArn": "function:step"} for k in range(STEPS)]})
-        launch.worker(backend, 2)
-        launch.engine(backend)
+        worker = launch.worker(backend, 2)
+        engine = launch.engine(backend)
+
+        def noticed(proc: Any, mark: str, before: int) -> bool:
+            """Whether `proc` has logged `mark` more often than the `before` times it had."""
+            return proc.output(10**7).count(mark) > before
+
         for n in range(10):
             assert client.post("/v1/flows/chain/executions", json={"item": n, "seconds": 0.5},
                                headers={"X-Execution-Name": f"chaos-{n}"}).status_code == 202
@@ -53,15 +58,21 @@ def test_flow_executions_ride_out_postgres_and_rabbitmq_stops(
                 raise
 
         eventually(steps_done, until=lambda done: done >= 5, what="the first steps to end")
+        # Each outage lasts until the processes have met it (not a fixed time a slow machine could outrun).
+        marks = {proc: proc.output(10**7).count("ledger unreachable") for proc in (worker, engine)}
         postgres.stop()
         fault_clock.append(("postgres stopped", time.monotonic()))
-        time.sleep(5)  # the outage lasts this long
+        for proc, before in marks.items():
+            eventually(lambda proc=proc, before=before: noticed(proc, "ledger unreachable", before), timeout_s=60,
+                       what=f"{proc.log_path.name} to meet the database outage")
         postgres.start()
         fault_clock.append(("postgres started", time.monotonic()))
         eventually(steps_done, until=lambda done: done >= 20, timeout_s=60, what="steps after the database came back")
+        lost = worker.output(10**7).count("Connection to broker lost")
         rabbitmq.stop_app()
         fault_clock.append(("rabbitmq stopped", time.monotonic()))
-        time.sleep(5)
+        eventually(lambda: noticed(worker, "Connection to broker lost", lost), timeout_s=60,
+                   what="the worker to meet the broker outage")
         rabbitmq.start_app()
         fault_clock.append(("rabbitmq started", time.monotonic()))
 

@@ -62,7 +62,7 @@ def names(app_client: FlaskClient, deploy: Any) -> dict[str, str]:
     """A fresh flow name and fresh step functions for this test."""
     suffix = uuid.uuid4().hex[:8]
     out = {"flow": f"cli_{suffix}"}
-    for short, handler in {"double": "tests.flow_handlers:double", "hang": "tests.flow_handlers:hang",
+    for short, handler in {"double": "tests.flow_handlers:double", "hang": "tests.handlers:spawn_and_hang",
                            "fail_item": "tests.flow_handlers:fail_item"}.items():
         out[short] = f"{short}_{suffix}"
         deploy(app_client, out[short], handler, max_retries=0, timeout_s=120)

@@ -31,7 +31,7 @@ def test_stop_kills_the_running_step_handlers(app_client: FlaskClient, deploy: A
                                               start_execution: Any, wait_for_execution: Any, flow_name: str,
                                               fn_name: str, tmp_path: Path, eventually: Any,
                                               process_gone: Any) -> None:
-    deploy(app_client, fn_name, "tests.flow_handlers:hang", timeout_s=600)
+    deploy(app_client, fn_name, "tests.handlers:spawn_and_hang", timeout_s=600)
     deploy_flow(app_client, flow_name, _task_flow(fn_name))
     pids = tmp_path / "pids"
     name = start_execution(app_client, flow_name, {"pids": str(pids)})
