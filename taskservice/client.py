@@ -208,6 +208,17 @@ def new_execution_name() -> str:
     return f"exec_{uuid.uuid4().hex}"
 
 
+def _every(page_of: Callable[..., Any], filters: dict[str, Any]) -> Iterator[Any]:
+    """Follow next_cursor from the first page to the last: every item a keyset-paginated list selects."""
+    cursor = None
+    while True:
+        page = page_of(**filters, cursor=cursor)
+        yield from page.items
+        if not page.next_cursor:
+            return
+        cursor = page.next_cursor
+
+
 class Client:
     def __init__(self, base_url: str = DEFAULT_API_URL, *, timeout_s: float = 30.0, token: str | None = None,
                  retry_for_s: float = 60.0, on_retry: Callable[[str, float], None] | None = None) -> None:
@@ -349,13 +360,7 @@ class Client:
 
     def iter_invocations(self, **filters: Any) -> Iterator[InvocationInfo]:
         """Every invocation the filters select, page after page."""
-        cursor = None
-        while True:
-            page = self.list(**filters, cursor=cursor)
-            yield from page.items
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        return _every(self.list, filters)
 
     def log_lines(self, function: str, invocation_id: str, *, attempt: int | None = None
                   ) -> builtins.list[LogLine]:
@@ -476,13 +481,8 @@ class Client:
                              next_cursor=page["next_cursor"])
 
     def iter_executions(self, **filters: Any) -> Iterator[ExecutionInfo]:
-        cursor = None
-        while True:
-            page = self.list_executions(**filters, cursor=cursor)
-            yield from page.items
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        """Every execution the filters select, page after page."""
+        return _every(self.list_executions, filters)
 
     def history(self, flow: str, name: str, *, after: int = 0, limit: int | None = None) -> HistoryPage:
         """The execution's events after event id `after`, oldest first; ask again with `after=page.last` for the

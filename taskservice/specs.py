@@ -45,6 +45,11 @@ def check_invocation_id(value: str) -> str:
     return _check_identifier(value, INVOCATION_ID, InvalidInvocationId, "invocation id", 127)
 
 
+def check_execution_name(value: str) -> str:
+    """Execution names follow the invocation-id rule (design §7), and an error says which of the two was wrong."""
+    return _check_identifier(value, INVOCATION_ID, InvalidInvocationId, "execution name", 127)
+
+
 def check_function_name(value: str) -> str:
     return _check_identifier(value, FUNCTION_NAME, InvalidName, "function name", 63)
 

@@ -12,7 +12,7 @@ from taskservice.errors import InvalidQuery
 from taskservice.flowdef import parse_definition
 from taskservice.flowdef.limits import MAX_STEP_IO_BYTES
 from taskservice.ledger.flows import Execution, Flow
-from taskservice.specs import FlowConfig, check_function_name, check_invocation_id
+from taskservice.specs import FlowConfig, check_execution_name, check_function_name
 from taskservice.submission import encode_payload
 
 flows_api = Blueprint("flows", __name__, url_prefix="/v1")
@@ -48,6 +48,11 @@ def execution_view(services: Any, e: Execution) -> dict[str, Any]:
 def started_view(e: Execution) -> dict[str, Any]:
     return flow_schemas.ExecutionStarted.model_validate({"executionName": e.name, "flow": e.flow,
                                                          "requestId": e.request_id, "status": e.status}).dump()
+
+
+def _execution(services: Any, flow: str, name: str) -> Execution:
+    """The execution the path names: 400 for a malformed flow or execution name, 404 for an unknown one."""
+    return services.flows.get_execution(check_function_name(flow), check_execution_name(name))
 
 
 @flows_api.put("/flows/<name>")
@@ -96,7 +101,7 @@ def start_execution(name: str) -> tuple[Response, int]:
     if execution_name is None:
         execution_name = f"exec_{uuid.uuid4().hex}"
     else:
-        check_invocation_id(execution_name)
+        check_execution_name(execution_name)
     payload = json_body(request, max_bytes=MAX_STEP_IO_BYTES, allow_empty=True, empty={})
     if not isinstance(payload, dict):
         raise InvalidQuery("an execution's input must be a JSON object (its state starts as this object)")
@@ -109,7 +114,7 @@ def start_execution(name: str) -> tuple[Response, int]:
 @flows_api.get("/flows/<name>/executions/<execution>")
 def get_execution(name: str, execution: str) -> Response:
     services = current_app.extensions["taskservice"]
-    found = services.flows.get_execution(check_function_name(name), check_invocation_id(execution))
+    found = _execution(services, name, execution)
     return jsonify(execution_view(services, found))
 
 
@@ -117,7 +122,7 @@ def get_execution(name: str, execution: str) -> Response:
 def get_history(name: str, execution: str) -> Response:
     services = current_app.extensions["taskservice"]
     query = flow_schemas.HistoryQuery.parse(request.args)
-    found = services.flows.get_execution(check_function_name(name), check_invocation_id(execution))
+    found = _execution(services, name, execution)
     events = services.flows.history(found.pk, after=query.after, limit=query.limit)
     return jsonify(flow_schemas.History.model_validate({
         "items": [{"id": e.id, "at": e.at, "type": e.type, "path": e.path, "detail": e.detail} for e in events],
@@ -127,14 +132,14 @@ def get_history(name: str, execution: str) -> Response:
 @flows_api.post("/flows/<name>/executions/<execution>/stop")
 def stop_execution(name: str, execution: str) -> tuple[Response, int]:
     services = current_app.extensions["taskservice"]
-    found = services.flows.get_execution(check_function_name(name), check_invocation_id(execution))
+    found = _execution(services, name, execution)
     return jsonify(started_view(services.flows.request_stop(found))), 202
 
 
 @flows_api.post("/flows/<name>/executions/<execution>/redrive")
 def redrive_execution(name: str, execution: str) -> tuple[Response, int]:
     services = current_app.extensions["taskservice"]
-    found = services.flows.get_execution(check_function_name(name), check_invocation_id(execution))
+    found = _execution(services, name, execution)
     return jsonify(started_view(services.flows.redrive(found))), 202
 
 

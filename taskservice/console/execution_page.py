@@ -21,7 +21,7 @@ from taskservice.console.flow_graph import NOT_RUN, IterationCount, Progress, it
 from taskservice.errors import ExecutionStateConflict
 from taskservice.flowdef import FlowDefinition, StepType, parse_definition
 from taskservice.ledger.flows import EXECUTION_ENDED, REDRIVABLE, RUNNING, Execution, FlowEvent, StepRun
-from taskservice.specs import check_function_name, check_invocation_id
+from taskservice.specs import check_execution_name, check_function_name
 
 #: The page shows at most this many history events at first (an execution may have 25,000); the API has them all.
 PAGE_EVENTS = 2000
@@ -76,7 +76,7 @@ def _iteration_lists(definition: FlowDefinition, progress: Progress, runs: list[
 
 
 def _load(flow: str, name: str) -> Execution:
-    return services().flows.get_execution(check_function_name(flow), check_invocation_id(name))
+    return services().flows.get_execution(check_function_name(flow), check_execution_name(name))
 
 
 def _invocation_url(function: str, invocation_id: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from taskservice.ledger.flows import EXECUTION_ENDED, SUCCEEDED, dumps
+from taskservice.ledger.flows import EXECUTION_ENDED, SUCCEEDED, dumps, loads
 from taskservice.ledger.models import EXECUTIONS, FRAMES, INVOCATIONS, STEP_RUNS, WAKEUPS
 from taskservice.ledger.queries import starts_with
 from taskservice.ledger.states import Status
@@ -118,7 +118,7 @@ class LoadedExecution:
         for start in range(0, len(missing), 1000):
             for row in self.conn.execute(select(FRAMES.c.scope, FRAMES.c.output).where(
                     FRAMES.c.execution_pk == self.pk, FRAMES.c.scope.in_(missing[start:start + 1000]))):
-                self.frames[row.scope].output = _loads(row.output)
+                self.frames[row.scope].output = loads(row.output)
 
 
 def due_executions(engine: Engine, now: datetime, *, limit: int) -> list[int]:
@@ -145,7 +145,7 @@ def lock_due(conn: Connection, pk: int, now: datetime) -> LoadedExecution | None
     # Running, failed and stopped frames whole; succeeded ones only by scope (their state is never needed again,
     # their output only when their parallel or foreach ends: LoadedExecution.load_outputs).
     frames = {r.scope: FrameState(id=r.id, scope=r.scope, status=r.status, step=r.step, entered=r.entered,
-                                  state=json.loads(r.state), output=_loads(r.output), error=r.error,
+                                  state=json.loads(r.state), output=loads(r.output), error=r.error,
                                   error_type=r.error_type)
               for r in conn.execute(select(FRAMES).where(FRAMES.c.execution_pk == pk,
                                                          FRAMES.c.status != SUCCEEDED))}
@@ -221,9 +221,5 @@ def save(conn: Connection, ex: LoadedExecution, now: datetime) -> None:
 def _step_state(r: Any) -> StepState:
     return StepState(id=r.id, path=r.path, type=r.type, status=r.status, visit=r.visit, attempts=r.attempts,
                      items=r.items, invocation_pk=r.invocation_pk, function=r.function, invocation_id=r.invocation_id,
-                     input=_loads(r.input), output=_loads(r.output), error=r.error, error_type=r.error_type,
+                     input=loads(r.input), output=loads(r.output), error=r.error, error_type=r.error_type,
                      due_at=r.due_at, entered_at=r.entered_at, ended_at=r.ended_at)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)

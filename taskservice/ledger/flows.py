@@ -19,7 +19,7 @@ from taskservice.clock import utcnow
 from taskservice.errors import DuplicateExecution, ExecutionNotFound, ExecutionStateConflict, FlowNotFound
 from taskservice.flowdef import parse_definition
 from taskservice.ledger.models import EXECUTIONS, FLOW_EVENTS, FLOWS, FRAMES, STEP_RUNS, WAKEUPS
-from taskservice.ledger.queries import decode_cursor, encode_cursor, starts_with
+from taskservice.ledger.queries import newest_first, starts_with
 
 RUNNING, SUCCEEDED, FAILED, STOPPING, STOPPED, TIMED_OUT = (
     "Running", "Succeeded", "Failed", "Stopping", "Stopped", "TimedOut")
@@ -97,7 +97,7 @@ class StepRun:
         m = row._mapping
         return cls(path=m["path"], type=m["type"], status=m["status"], visit=m["visit"], attempts=m["attempts"],
                    items=m["items"], function=m["function"], invocation_id=m["invocation_id"],
-                   input=_loads(m["input"]), output=_loads(m["output"]), error=m["error"],
+                   input=loads(m["input"]), output=loads(m["output"]), error=m["error"],
                    error_type=m["error_type"], entered_at=m["entered_at"], ended_at=m["ended_at"])
 
 
@@ -119,7 +119,8 @@ class ExecutionFilter:
     until: datetime | None = None
 
 
-def _loads(text: str | None) -> Any:
+def loads(text: str | None) -> Any:
+    """JSON text of a nullable column back to its value (None stays None): the pair of `dumps`."""
     return None if text is None else json.loads(text)
 
 
@@ -258,24 +259,15 @@ class FlowStore:
 
     def list_executions(self, flt: ExecutionFilter, *, limit: int = 50, cursor: str | None = None
                         ) -> tuple[list[Execution], str | None]:
-        """Newest first, keyset-paginated like invocations."""
-        query = select(EXECUTIONS).order_by(EXECUTIONS.c.id.desc()).limit(limit + 1)
-        if flt.flow:
-            query = query.where(EXECUTIONS.c.flow == flt.flow)
-        if flt.statuses:
-            query = query.where(EXECUTIONS.c.status.in_(flt.statuses))
-        if flt.prefix:
-            query = query.where(starts_with(EXECUTIONS.c.name, flt.prefix))
-        if flt.since:
-            query = query.where(EXECUTIONS.c.started_at >= flt.since)
-        if flt.until:
-            query = query.where(EXECUTIONS.c.started_at < flt.until)
-        if cursor:
-            query = query.where(EXECUTIONS.c.id < decode_cursor(cursor))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        items = [Execution.from_row(r) for r in rows[:limit]]
-        return items, (encode_cursor(items[-1].pk) if len(rows) > limit else None)
+        """Newest first, keyset-paginated like invocations (newest_first)."""
+        c = EXECUTIONS.c
+        rows, next_cursor = newest_first(self.engine, EXECUTIONS, [
+            c.flow == flt.flow if flt.flow else None,
+            c.status.in_(flt.statuses) if flt.statuses else None,
+            starts_with(c.name, flt.prefix) if flt.prefix else None,
+            c.started_at >= flt.since if flt.since else None,
+            c.started_at < flt.until if flt.until else None], limit=limit, cursor=cursor)
+        return [Execution.from_row(r) for r in rows], next_cursor
 
     def steps(self, execution_pk: int) -> list[StepRun]:
         with self.engine.connect() as conn:
@@ -296,7 +288,7 @@ class FlowStore:
             rows = conn.execute(select(FLOW_EVENTS).where(FLOW_EVENTS.c.execution_pk == execution_pk,
                                                           FLOW_EVENTS.c.id > after)
                                 .order_by(FLOW_EVENTS.c.id).limit(limit)).all()
-        return [FlowEvent(id=r.id, at=r.at, type=r.type, path=r.path, detail=_loads(r.detail) or {}) for r in rows]
+        return [FlowEvent(id=r.id, at=r.at, type=r.type, path=r.path, detail=loads(r.detail) or {}) for r in rows]
 
     def request_stop(self, execution: Execution) -> Execution:
         """Running → Stopping; the engine stops the running step invocations (their process trees are killed by

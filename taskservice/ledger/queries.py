@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, func, select
+from sqlalchemy import ColumnElement, Engine, Row, Table, and_, func, select
 
 from taskservice.errors import FunctionNotFound, InvalidQuery, InvocationNotFound
 from taskservice.ledger.models import DEAD_LETTERS, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
@@ -43,6 +45,19 @@ def decode_cursor(cursor: str) -> int:
         return int(pk)
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise InvalidQuery(f"invalid cursor {cursor!r}: pass back the next_cursor of a previous page") from None
+
+
+def newest_first(engine: Engine, table: Table, conditions: Sequence[ColumnElement[bool] | None], *, limit: int,
+                 cursor: str | None) -> tuple[list[Row[Any]], str | None]:
+    """One page of `table` newest first by primary key, where every condition given (None: not filtered) holds:
+    keyset pagination that stays fast however deep the page. Returns the rows and the next page's cursor."""
+    query = (select(table).where(*(c for c in conditions if c is not None)).order_by(table.c.id.desc())
+             .limit(limit + 1))
+    if cursor:
+        query = query.where(table.c.id < decode_cursor(cursor))
+    with engine.connect() as conn:
+        rows = list(conn.execute(query).all())
+    return rows[:limit], (encode_cursor(rows[limit - 1].id) if len(rows) > limit else None)
 
 
 class LedgerQueries:
@@ -101,44 +116,27 @@ class LedgerQueries:
         return None if row is None else Status(row.status)
 
     def list_invocations(self, flt: InvocationFilter, *, limit: int = 50, cursor: str | None = None) -> Page:
-        """Newest first by primary key: keyset pagination that stays fast however deep the page."""
-        query = select(INVOCATIONS).order_by(INVOCATIONS.c.id.desc()).limit(limit + 1)
-        if flt.function:
-            query = query.where(INVOCATIONS.c.function == flt.function)
-        if flt.statuses:
-            query = query.where(INVOCATIONS.c.status.in_(flt.statuses))
-        if flt.prefix:
-            query = query.where(starts_with(INVOCATIONS.c.invocation_id, flt.prefix))
-        if flt.since:
-            query = query.where(INVOCATIONS.c.created_at >= flt.since)
-        if flt.until:
-            query = query.where(INVOCATIONS.c.created_at < flt.until)
-        if cursor:
-            query = query.where(INVOCATIONS.c.id < decode_cursor(cursor))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        items = [Invocation.from_row(r) for r in rows[:limit]]
-        return Page(items=items, next_cursor=encode_cursor(items[-1].pk) if len(rows) > limit else None)
+        """Newest first (newest_first)."""
+        c = INVOCATIONS.c
+        rows, next_cursor = newest_first(self.engine, INVOCATIONS, [
+            c.function == flt.function if flt.function else None,
+            c.status.in_(flt.statuses) if flt.statuses else None,
+            starts_with(c.invocation_id, flt.prefix) if flt.prefix else None,
+            c.created_at >= flt.since if flt.since else None,
+            c.created_at < flt.until if flt.until else None], limit=limit, cursor=cursor)
+        return Page(items=[Invocation.from_row(r) for r in rows], next_cursor=next_cursor)
 
     def list_dead_letters(self, *, function: str | None = None, condition: str | None = None,
                           since: datetime | None = None, until: datetime | None = None, limit: int = 50,
                           cursor: str | None = None) -> tuple[list[DeadLetter], str | None]:
-        """Failure records, newest first, with the same keyset pagination as invocations."""
-        query = select(DEAD_LETTERS).order_by(DEAD_LETTERS.c.id.desc()).limit(limit + 1)
-        if function:
-            query = query.where(DEAD_LETTERS.c.function == function)
-        if condition:
-            query = query.where(DEAD_LETTERS.c.condition == condition)
-        if since:
-            query = query.where(DEAD_LETTERS.c.created_at >= since)
-        if until:
-            query = query.where(DEAD_LETTERS.c.created_at < until)
-        if cursor:
-            query = query.where(DEAD_LETTERS.c.id < decode_cursor(cursor))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        items = [DeadLetter.from_row(r) for r in rows[:limit]]
-        return items, encode_cursor(items[-1].id) if len(rows) > limit else None
+        """Failure records, newest first (newest_first)."""
+        c = DEAD_LETTERS.c
+        rows, next_cursor = newest_first(self.engine, DEAD_LETTERS, [
+            c.function == function if function else None,
+            c.condition == condition if condition else None,
+            c.created_at >= since if since else None,
+            c.created_at < until if until else None], limit=limit, cursor=cursor)
+        return [DeadLetter.from_row(r) for r in rows], next_cursor
 
     def transitions(self, pk: int) -> list[Transition]:
         with self.engine.connect() as conn:
