@@ -126,14 +126,15 @@ def postgres_backend(tmp: Path, **overrides: Any) -> Backend:
     url, drop = create_postgres_database("ts_test")
     settings = Settings(data_dir=tmp, database_url=url, broker_url=AMQP_URL,
                         queue=f"ts_test_{uuid.uuid4().hex[:10]}", **FAST).merged(**overrides)
-    return Backend("postgres", settings, [drop, lambda: _delete_queue(settings.queue)])
+    return Backend("postgres", settings, [drop, lambda: delete_queue(settings.queue)])
 
 
 def embedded_backend(tmp: Path, **overrides: Any) -> Backend:
     return Backend("embedded", Settings(data_dir=tmp, **FAST).merged(**overrides))
 
 
-def _delete_queue(queue: str) -> None:
+def delete_queue(queue: str) -> None:
+    """Drop a RabbitMQ queue (and its exchange) a test made, with whatever doorbells it still holds."""
     from kombu import Connection
 
     with Connection(AMQP_URL) as conn:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 from taskservice.kafka import KafkaPublisher, ensure_topic
 from taskservice.ledger.models import INVOCATIONS
 from taskservice.services import Services
+from tests.support import delete_queue
 
 if TYPE_CHECKING:
     from tests.kafka_broker import KafkaBroker
-    from tests.support import IngestProcess
+    from tests.support import Backend, IngestProcess
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
@@ -80,6 +81,16 @@ def assert_exactly_once(seen: Counter[tuple[int, int]], total: int) -> None:
     for partition in {p for p, _ in seen}:  # contiguous from 0: nothing skipped inside a partition
         offsets = sorted(o for p, o in seen if p == partition)
         assert offsets == list(range(len(offsets))), f"partition {partition} has gaps"
+
+
+@pytest.fixture
+def start_ingest(start_ingest: Callable[..., IngestProcess], backend: Backend) -> Iterator[Callable[..., IngestProcess]]:
+    """`taskservice ingest` ringing its doorbells on a queue no worker reads. These tests count what reaches the
+    ledger; on the session's queue their thousands of noops kept the shared worker busy for a minute after the
+    module, and a later test's invocation timed out waiting behind them."""
+    queue = f"{backend.settings.queue}_ingest"
+    yield lambda **overrides: start_ingest(queue=queue, **overrides)
+    delete_queue(queue)
 
 
 N = 20_000
