@@ -5,17 +5,46 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import insert, update
 
+from taskservice import create_app
+from taskservice.config import Settings
 from taskservice.ledger.models import INVOCATIONS, LOGS
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.ledger.stats import ConsoleStats
 from taskservice.services import Services
+from tests.support import delete_queue
+
+if TYPE_CHECKING:
+    from tests.support import Backend
+
+
+@pytest.fixture(scope="module")
+def parked(backend: Backend) -> Iterator[Settings]:
+    """The backend on a queue no worker reads. These pages are checked against invocations that never start; on the
+    session's queue a shared worker left running by an earlier module would run them."""
+    settings = backend.settings.merged(queue=f"{backend.settings.queue}_console")
+    yield settings
+    if backend.name == "postgres":
+        delete_queue(settings.queue)
+
+
+@pytest.fixture(scope="module")
+def app_client(parked: Settings) -> FlaskClient:
+    return create_app(parked).test_client()
+
+
+@pytest.fixture
+def services(parked: Settings) -> Iterator[Services]:
+    s = Services.build(parked)
+    yield s
+    s.close()
 
 
 def write_logs(services: Services, pk: int, attempt: int, lines: list[tuple[datetime, str, str]]) -> None:

@@ -84,7 +84,8 @@ def assert_exactly_once(seen: Counter[tuple[int, int]], total: int) -> None:
 
 
 @pytest.fixture
-def start_ingest(start_ingest: Callable[..., IngestProcess], backend: Backend) -> Iterator[Callable[..., IngestProcess]]:
+def start_ingest(start_ingest: Callable[..., IngestProcess],
+                 backend: Backend) -> Iterator[Callable[..., IngestProcess]]:
     """`taskservice ingest` ringing its doorbells on a queue no worker reads. These tests count what reaches the
     ledger; on the session's queue their thousands of noops kept the shared worker busy for a minute after the
     module, and a later test's invocation timed out waiting behind them."""
