@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
 from taskservice.cli.output import print_json, print_table
 from taskservice.cli.server_commands import load_settings, require_current_schema
 from taskservice.errors import TaskServiceError
-from taskservice.ledger.tokens import READ_ONLY, ROLES, TokenStore
+from taskservice.specs import READ_ONLY, ROLES
+
+if TYPE_CHECKING:
+    from taskservice.ledger.tokens import TokenStore
 
 
 @contextmanager
 def _store() -> Iterator[TokenStore]:
     from taskservice.db import make_engine
+    from taskservice.ledger.tokens import TokenStore  # here: SQLAlchemy would cost every other command 0.6 s
 
     settings = load_settings()
     require_current_schema(settings)

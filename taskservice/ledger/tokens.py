@@ -18,11 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from taskservice.clock import utcnow
 from taskservice.errors import Conflict, InvalidName, NotFound
 from taskservice.ledger.models import API_TOKENS
-from taskservice.specs import FUNCTION_NAME
+from taskservice.specs import ADMIN, FUNCTION_NAME, ROLES
 
-ADMIN = "admin"
-READ_ONLY = "read-only"
-ROLES = (ADMIN, READ_ONLY)
 TOKEN_PREFIX = "tsk_"
 #: last_used_at is written at most this often per token, so every API call is not also a ledger write.
 TOUCH_EVERY = timedelta(seconds=60)
