@@ -133,8 +133,17 @@ def embedded_backend(tmp: Path, **overrides: Any) -> Backend:
     return Backend("embedded", Settings(data_dir=tmp, **FAST).merged(**overrides))
 
 
+@contextlib.contextmanager
+def unread_queue(backend: Backend, suffix: str) -> Iterator[Settings]:
+    """`backend`'s settings on a queue no worker reads, for tests whose invocations must never start (or must not
+    leave a backlog for the session's shared worker); on RabbitMQ the queue goes afterwards, doorbells and all."""
+    settings = backend.settings.merged(queue=f"{backend.settings.queue}_{suffix}")
+    yield settings
+    if backend.name == "postgres":
+        delete_queue(settings.queue)
+
+
 def delete_queue(queue: str) -> None:
-    """Drop a RabbitMQ queue (and its exchange) a test made, with whatever doorbells it still holds."""
     from kombu import Connection
 
     with Connection(AMQP_URL) as conn:

@@ -19,7 +19,7 @@ from taskservice.ledger.models import INVOCATIONS, LOGS
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.ledger.stats import ConsoleStats
 from taskservice.services import Services
-from tests.support import delete_queue
+from tests.support import unread_queue
 
 if TYPE_CHECKING:
     from tests.support import Backend
@@ -27,12 +27,10 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="module")
 def parked(backend: Backend) -> Iterator[Settings]:
-    """The backend on a queue no worker reads. These pages are checked against invocations that never start; on the
-    session's queue a shared worker left running by an earlier module would run them."""
-    settings = backend.settings.merged(queue=f"{backend.settings.queue}_console")
-    yield settings
-    if backend.name == "postgres":
-        delete_queue(settings.queue)
+    """These pages are checked against invocations that never start; on the session's queue a shared worker left
+    running by an earlier module would run them."""
+    with unread_queue(backend, "console") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")

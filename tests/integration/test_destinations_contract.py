@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from taskservice.ledger.manager import utcnow
 from taskservice.services import Services
+from tests.support import unread_queue
 
 if TYPE_CHECKING:
     from tests.support import Backend
@@ -64,12 +65,13 @@ def test_every_outcome_reaches_the_destination_in_fc_format(
     ok = services.submitter.submit(names["ok"], {**base, "k": "success"})
     failing = services.submitter.submit(names["retries"], {**base, "fail": "boom"})
     # Age and stop need invocations no worker picks up: a queue nobody consumes.
-    parked = Services.build(backend.settings.merged(queue=f"{backend.settings.queue}_parked"))
-    try:
-        aged = parked.submitter.submit(names["age"], {**base, "k": "too old"})
-        stopped = parked.submitter.submit(names["stop"], {**base, "k": "stop me"})
-    finally:
-        parked.close()
+    with unread_queue(backend, "parked") as settings:
+        parked = Services.build(settings)
+        try:
+            aged = parked.submitter.submit(names["age"], {**base, "k": "too old"})
+            stopped = parked.submitter.submit(names["stop"], {**base, "k": "stop me"})
+        finally:
+            parked.close()
     services.ledger.request_stop(stopped.pk)
     # Only once it waited past its max age may the parked invocation be rung: a worker would run it before then.
     eventually(lambda: utcnow() - aged.created_at > timedelta(seconds=1),

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from taskservice.kafka import KafkaPublisher, ensure_topic
 from taskservice.ledger.models import INVOCATIONS
 from taskservice.services import Services
-from tests.support import delete_queue
+from tests.support import unread_queue
 
 if TYPE_CHECKING:
     from tests.kafka_broker import KafkaBroker
@@ -89,9 +89,8 @@ def start_ingest(start_ingest: Callable[..., IngestProcess],
     """`taskservice ingest` ringing its doorbells on a queue no worker reads. These tests count what reaches the
     ledger; on the session's queue their thousands of noops kept the shared worker busy for a minute after the
     module, and a later test's invocation timed out waiting behind them."""
-    queue = f"{backend.settings.queue}_ingest"
-    yield lambda **overrides: start_ingest(queue=queue, **overrides)
-    delete_queue(queue)
+    with unread_queue(backend, "ingest") as settings:
+        yield lambda **overrides: start_ingest(queue=settings.queue, **overrides)
 
 
 N = 20_000

@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from taskservice import create_app
 from taskservice.services import Services
+from tests.support import unread_queue
 
 if TYPE_CHECKING:
     from tests.support import Backend, WorkerProcess
@@ -26,12 +27,13 @@ def test_metrics_count_live_and_recently_finished_invocations(
     deploy(app_client, fn_name, "workers.handlers.noop:handler")
     done = services.submitter.submit(fn_name, {}).invocation_id
     wait_for_status(services, fn_name, done, {"Succeeded"})
-    nobody_listens = Services.build(backend.settings.merged(queue=f"{backend.settings.queue}_metrics"))
-    try:
-        nobody_listens.submitter.submit(fn_name, {})
-        nobody_listens.submitter.submit(fn_name, {})
-    finally:
-        nobody_listens.close()
+    with unread_queue(backend, "metrics") as settings:
+        nobody_listens = Services.build(settings)
+        try:
+            nobody_listens.submitter.submit(fn_name, {})
+            nobody_listens.submitter.submit(fn_name, {})
+        finally:
+            nobody_listens.close()
     secured = create_app(backend.settings.merged(auth=True)).test_client()  # probes need no token
     found = samples(secured)
     assert found[("taskservice_invocations_live", (("function", fn_name), ("status", "Enqueued")))] == 2

@@ -75,19 +75,21 @@ def test_imports_point_downward(path: Path) -> None:
     assert upward == [], f"{here} (layer {RANK[here]}) imports {upward}, which are not below it"
 
 
+def loaded_by(modules: str, heavy: tuple[str, ...]) -> list[str]:
+    """Which of `heavy` a fresh interpreter has loaded once it imported `modules` (comma-separated)."""
+    probe = f"import sys, {modules}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    return subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
 def test_worker_side_processes_do_not_load_flask() -> None:
     """Workers, relays and handlers import the package face and the sandbox; neither may pull in the web stack."""
-    probe = ("import sys, taskservice, workers.sandbox, workers.runner, taskservice.relay; "
-             "print(sorted(m for m in ('flask', 'werkzeug', 'jinja2') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert loaded_by("taskservice, workers.sandbox, workers.runner, taskservice.relay",
+                     ("flask", "werkzeug", "jinja2")) == []
 
 
 def test_the_cli_starts_without_the_server_libraries() -> None:
     """A client command (`invoke`, `tasks`, `flows`, ...) only talks HTTP: importing SQLAlchemy, Celery, kombu or
     Flask at start-up cost every call 0.6 s. Server commands import them when they run."""
-    heavy = ("sqlalchemy", "celery", "kombu", "flask")
-    loaded = subprocess.run([sys.executable, "-c", "import sys, taskservice.cli; "
-                             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    loaded = loaded_by("taskservice.cli", ("sqlalchemy", "celery", "kombu", "flask"))
     assert loaded == [], f"`import taskservice.cli` loads {loaded}: import them inside the commands that need them"
