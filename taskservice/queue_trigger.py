@@ -3,11 +3,12 @@ once the ledger holds them, each message in exactly one invocation even when the
 
 Per batch (up to `batch_size` messages, or what arrived within `batching_window_s` of the first): the messages the
 ledger already holds — recorded by message id in `queue_messages`, in the same transaction as their invocation —
-are acknowledged at once (a redelivery after a crash); the rest are cut into invocations under the payload limit
-and submitted through `Submitter.submit`, their message ids written with them; a message that can never be
-submitted (not UTF-8, or too large alone) becomes a dead letter; then all are acknowledged. A consumer killed
-anywhere in between leaves its unacknowledged messages to the broker, which redelivers them; the message-id rows
-make the second pass a no-op for those already in the ledger, however the broker regroups them.
+are acknowledged at once (a redelivery after a crash, counted in the trigger's `duplicates`); the rest are cut
+into invocations under the payload limit and submitted through `Submitter.submit`, their message ids written with
+them; a message that can never be submitted (not UTF-8, or too large alone) becomes a dead letter; then all are
+acknowledged. A consumer killed anywhere in between leaves its unacknowledged messages to the broker, which
+redelivers them; the message-id rows make the second pass a no-op for those already in the ledger, however the
+broker regroups them.
 
 A message's id is its AMQP `message_id` property (kombu and Celery publishers set one; so does the `queue:`
 destination: the record's requestId). A message without one gets a random id: it is still invoked, but a crash
@@ -150,7 +151,7 @@ class QueueConsumer:
         for _ in range(5):  # a concurrent consumer may record some of them between our read and our insert
             fresh = self._fresh(messages)
             try:
-                self._write(fresh)
+                self._write(fresh, duplicates=len(messages) - len(fresh))
                 return
             except IntegrityError:
                 log.info("queue trigger %s: some messages were recorded meanwhile; looking again", self.trigger.name)
@@ -169,7 +170,7 @@ class QueueConsumer:
                 fresh.append(m)
         return fresh
 
-    def _write(self, messages: list[Received]) -> None:
+    def _write(self, messages: list[Received], *, duplicates: int) -> None:
         limit = self.services.settings.max_payload_bytes
         chunk: list[Received] = []
         size = 2
@@ -187,10 +188,10 @@ class QueueConsumer:
             size += length
         if chunk:
             batches += self._submit(chunk)
-        if messages:
+        if messages or duplicates:
             self.services.triggers.bump_state(
                 self.trigger.name, add={"messages": len(messages) - rejected, "batches": batches,
-                                        "deadLetters": rejected},
+                                        "deadLetters": rejected, "duplicates": duplicates},
                 values={"lastBatchTime": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"})
 
     def _submit(self, chunk: list[Received]) -> int:

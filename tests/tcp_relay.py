@@ -1,5 +1,6 @@
 """A small TCP relay: one asyncio loop in a daemon thread forwards each listening address to a target. Tests get it
-through the `tcp_relay` fixture; `close()` ends every listener and connection at once, as a cut link would.
+through the `tcp_relay` fixture; `close()` ends every listener and connection at once, as a cut link would. A gate
+on the upstream direction (`upstream_gate`) sees every chunk a client sends and passes on only what it returns.
 
 For the multi-host tests: the machine's Postgres and RabbitMQ listen on 127.0.0.1 only; a relay bound to the host
 side of a namespace's veth makes them reachable from inside the namespace, and the connections arrive from 127.0.0.1
@@ -11,9 +12,11 @@ import asyncio
 import contextlib
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 CHUNK = 65536
+Gate = Callable[[bytes], bytes]  # a chunk from the client → the bytes to pass on now
 
 
 class TcpRelay:
@@ -25,9 +28,10 @@ class TcpRelay:
         self.thread = threading.Thread(target=self.loop.run_forever, name="tcp-relay", daemon=True)
         self.thread.start()
 
-    def forward(self, listen_host: str, listen_port: int, target_host: str, target_port: int) -> int:
-        """Listen on listen_host:listen_port (0: a free port) and relay every connection to target_host:target_port.
-        Returns the port it listens on."""
+    def forward(self, listen_host: str, listen_port: int, target_host: str, target_port: int, *,
+                upstream_gate: Callable[[], Gate] | None = None) -> int:
+        """Listen on listen_host:listen_port (0: a free port) and relay every connection to target_host:target_port;
+        `upstream_gate()`, if given, makes each connection's gate. Returns the port it listens on."""
         address: list[tuple[str, int]] = []  # the address it listens on, known once the server is up
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -41,7 +45,8 @@ class TcpRelay:
                 except OSError:
                     writer.close()
                     return
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+                await asyncio.gather(_pipe(reader, up_writer, None if upstream_gate is None else upstream_gate()),
+                                     _pipe(up_reader, writer))
             finally:
                 self.connections.discard(task)
                 writer.close()
@@ -74,11 +79,11 @@ class TcpRelay:
             self.loop.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: Gate | None = None) -> None:
     """Copy one direction until EOF or an error, then close the other side too (neither protocol half-closes)."""
     try:
         while data := await reader.read(CHUNK):
-            writer.write(data)
+            writer.write(data if gate is None else gate(data))
             await writer.drain()
     except (OSError, asyncio.IncompleteReadError):
         return  # the link was cut or the peer went away: the finally closes the other side

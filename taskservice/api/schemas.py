@@ -468,7 +468,8 @@ _EVENT_TRIGGER_CONFIG = ConfigDict(extra="forbid", json_schema_extra=_open,
                                    json_schema_serialization_defaults_required=True)
 TriggerStatus = Annotated[dict[str, Any], Field(description=(
     "what the trigger's process last reported: a timer's nextFireTime, lastFireTime, fired and missed; a storage "
-    "trigger's events, lastEvent, lastEventTime; a queue trigger's backlog, messages, batches, deadLetters"))]
+    "trigger's events, lastEvent, lastEventTime; a queue trigger's backlog, messages, batches, deadLetters and "
+    "duplicates (redelivered messages the ledger already held, acknowledged without a second invocation)"))]
 
 
 class TimerTrigger(TimerConfig, Answer):

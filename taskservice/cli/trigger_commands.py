@@ -88,7 +88,7 @@ def _status(t: dict[str, Any]) -> str:
     if t["kind"] == "storage":
         return f"events {s.get('events', 0)}, last {s.get('lastEvent') or '-'} at {s.get('lastEventTime') or '-'}"
     return (f"backlog {s.get('backlog', '-')}, messages {s.get('messages', 0)}, batches {s.get('batches', 0)}, "
-            f"dead letters {s.get('deadLetters', 0)}")
+            f"dead letters {s.get('deadLetters', 0)}, duplicates {s.get('duplicates', 0)}")
 
 
 def _lag(trigger: dict[str, Any]) -> str:

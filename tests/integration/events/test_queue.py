@@ -1,24 +1,30 @@
 """Queue triggers and `taskservice consume`: batches of broker messages as invocations, acknowledged after the
-ledger insert. On RabbitMQ the consumer is SIGKILLed twice while 5,000 messages go through in batches of 100, and
-every message still ends in exactly one invocation. Messages that can never be submitted become dead letters."""
+ledger insert. On RabbitMQ the consumer is SIGKILLed twice while 5,000 messages go through in batches of 100, once
+before a batch's insert and once between its insert and its acknowledgements, and every message still ends in
+exactly one invocation. Messages that can never be submitted become dead letters."""
 from __future__ import annotations
 
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
 from kombu import Connection, Producer
+from sqlalchemy import text
 
 from taskservice.broker import broker_options
 from taskservice.destinations.queue import EXCHANGE, record_queue
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.services import Services
+from tests.amqp_ack_hold import AckHold
+from tests.support import AMQP_URL
 
 if TYPE_CHECKING:
     from tests.support import Backend
+    from tests.tcp_relay import TcpRelay
 
 
 @pytest.fixture
@@ -91,21 +97,54 @@ def test_bad_queue_triggers_are_refused(app_client: FlaskClient, fn_name: str, b
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_5000_messages_each_in_exactly_one_invocation_with_the_consumer_sigkilled_twice(
         backend: Backend, app_client: FlaskClient, services: Services, fn_name: str, deploy_fn: Callable[..., Any],
-        publish: Callable[..., None], start_service: Callable[..., Any], eventually_true: Callable[..., Any]) -> None:
+        publish: Callable[..., None], start_service: Callable[..., Any], eventually_true: Callable[..., Any],
+        tcp_relay: Callable[[], TcpRelay]) -> None:
+    """The two SIGKILLs land where a batch can be lost or doubled, made certain rather than left to timing: first
+    while the consumer's ledger insert waits (for a lock the test holds), so the batch is in neither the ledger nor
+    acknowledged; then after a batch's insert but before the broker has its acknowledgements (a relay keeps them),
+    so the batch is in the ledger and comes back anyway."""
     deploy_fn(fn_name, "workers.handlers.echo:handler")
     queue = f"q_{fn_name}"
     _queue_trigger(app_client, f"{fn_name}_q", fn_name, queue, batch_size=100, batching_window_s=1)
     publish(queue, [json.dumps({"n": n}).encode() for n in range(5000)], ids=[f"m{n}" for n in range(5000)])
-    consumer = start_service("consume")
-    for at_least in (800, 2500):
-        eventually_true(lambda n=at_least: sum(_message_ids(services, fn_name).values()) >= n, 120,
-                        f"{at_least} messages in")
-        consumer.kill()  # SIGKILL, mid-way: whatever it held unacknowledged goes back to the queue
+
+    def written() -> int:
+        return sum(_message_ids(services, fn_name).values())
+
+    with services.engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE queue_messages IN SHARE MODE"))  # inserts wait; reads go on
         consumer = start_service("consume")
+        eventually_true(lambda: _waiting_for_a_lock(services), 60, "the consumer's first insert to wait")
+        consumer.kill()  # SIGKILL with the first batch delivered, unacknowledged and not in the ledger
+        blocker.rollback()
+
+    hold = AckHold()
+    relay = tcp_relay()
+    amqp = urlsplit(AMQP_URL)
+    port = relay.forward("127.0.0.1", 0, str(amqp.hostname), int(amqp.port or 5672), upstream_gate=hold.gate)
+    through_relay = amqp._replace(netloc=f"{amqp.username}:{amqp.password}@127.0.0.1:{port}").geturl()
+    consumer = start_service("consume", broker_url=through_relay)
+    eventually_true(lambda: written() >= 2500, 120, "2,500 messages in")
+    hold.arm()  # the consumer's next acknowledgement, and all it sends after, stay in the relay
+    eventually_true(hold.holding.is_set, 60, "the consumer's next acknowledgement to be held")
+    consumer.kill()  # SIGKILL with that batch in the ledger but unacknowledged
+    relay.close()
+    held = hold.held_acks
+    start_service("consume")
+
     ids = eventually_true(lambda: (c := _message_ids(services, fn_name)) and len(c) >= 5000 and c, 180,
                           "all 5,000 messages in the ledger")
     assert set(ids) == {f"m{n}" for n in range(5000)}
     assert max(ids.values()) == 1, [m for m, count in ids.items() if count > 1][:10]
     assert all(len(json.loads(i.payload)) <= 100 for i in _all(services, fn_name))
-    redelivered = [m for i in _all(services, fn_name) for m in json.loads(i.payload) if m["redelivered"]]
-    assert redelivered, "the kills landed between batches: nothing was redelivered, so nothing was tested"
+    redelivered = {m["messageId"] for i in _all(services, fn_name) for m in json.loads(i.payload) if m["redelivered"]}
+    assert "m0" in redelivered, "the first batch came back after the first kill and went into the ledger then"
+    eventually_true(lambda: app_client.get(f"/v1/triggers/{fn_name}_q").get_json()["status"].get("duplicates", 0)
+                    >= held, 30, f"the {held} messages whose acknowledgements were held, redelivered, to be counted "
+                    "as duplicates")
+
+
+def _waiting_for_a_lock(services: Services) -> bool:
+    with services.engine.connect() as conn:
+        return bool(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                      "AND wait_event_type = 'Lock'")).scalar())
