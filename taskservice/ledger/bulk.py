@@ -1,5 +1,5 @@
-"""Statements that do in one round trip what would take several: many new invocations in one transaction (the
-ledger side of `Submitter.submit_many`), and a status change with its history row (Postgres).
+"""Many new invocations in one transaction, in as few round trips as the database allows: the ledger side of
+`Submitter.submit_many`.
 
 One multi-row `INSERT … ON CONFLICT (function, invocation_id) DO NOTHING RETURNING` decides every item's fate at
 once: the same unique index as a single submission, so a taken id (by an earlier call, or by a concurrent one that
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Select, TextClause, Update, insert, literal, select, text
+from sqlalchemy import Connection, Insert, TextClause, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from taskservice.ledger.models import INVOCATIONS, TRANSITIONS
@@ -124,16 +124,3 @@ def _results(conn: Connection, function: str, items: Sequence[NewInvocation], cr
             attempts=0, created_at=now, started_at=None, finished_at=None, not_before=None, lease_expires_at=None,
             heartbeat_at=None, worker=None, progress_percent=None, progress_message=None, log_lines=0), True))
     return results
-
-
-def moved_and_logged(moved: Update, from_status: Status, to_status: Status, reason: str, at: datetime) -> Select[Any]:
-    """`moved` (a conditional UPDATE … RETURNING every column) and the transition row it implies, as one Postgres
-    statement: WITH moved AS (UPDATE …), logged AS (INSERT INTO transitions SELECT … FROM moved) SELECT * FROM
-    moved. When the UPDATE matches nothing, nothing is logged and no row comes back."""
-    changed = moved.cte("moved")
-    logged = insert(TRANSITIONS).from_select(
-        ["invocation_pk", "from_status", "to_status", "attempt", "reason", "at"],
-        select(changed.c.id, literal(from_status, TRANSITIONS.c.from_status.type),
-               literal(to_status, TRANSITIONS.c.to_status.type), changed.c.attempts,
-               literal(reason, TRANSITIONS.c.reason.type), literal(at, TRANSITIONS.c.at.type))).cte("logged")
-    return select(changed).add_cte(logged)

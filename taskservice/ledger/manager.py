@@ -18,9 +18,10 @@ from sqlalchemy.exc import IntegrityError
 
 from taskservice.clock import utcnow
 from taskservice.errors import DuplicateInvocation, FunctionNotFound, InvocationNotFound, NotRetryable
-from taskservice.ledger.bulk import NewInvocation, insert_invocations, moved_and_logged
+from taskservice.ledger.bulk import NewInvocation, insert_invocations
 from taskservice.ledger.flows import purge_executions
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
+from taskservice.ledger.moves import INCREMENT, claimed_row, move_row, succeeded_row
 from taskservice.ledger.outbox import record_outcome
 from taskservice.ledger.queries import LedgerQueries
 from taskservice.ledger.records import Claim, Function, Invocation, retries_allowed
@@ -33,6 +34,11 @@ _FUNCTION_COLUMNS = [column.label(f"fn_{column.name}") for column in FUNCTIONS.c
 _INSERT_INVOCATION = insert(INVOCATIONS).returning(INVOCATIONS.c.id)
 _INSERT_TRANSITION = insert(TRANSITIONS)
 FUNCTION_CACHE_S = 5.0
+
+
+def _function_of(row: Any) -> Function:
+    """The function of a claim, from the fn_<name> columns its statement read with the invocation."""
+    return Function(**{name: row._mapping[f"fn_{name}"] for name in Function.__dataclass_fields__})
 
 
 @dataclass
@@ -172,20 +178,9 @@ class Ledger(LedgerQueries):
         if target in TERMINAL:
             values.setdefault("finished_at", now)
             values.setdefault("lease_expires_at", None)
-        moved = (update(INVOCATIONS)
-                 .where(INVOCATIONS.c.id == pk, INVOCATIONS.c.status == status, INVOCATIONS.c.attempts == attempts)
-                 .values(status=target, **values).returning(*INVOCATIONS.c))
-        if conn.dialect.name == "postgresql":
-            # One round trip: the conditional UPDATE and its history row in one statement (a data-modifying CTE).
-            row = conn.execute(moved_and_logged(moved, status, target, reason[:1024], now)).first()
-            if row is None:  # somebody else moved it between our read and our write
-                return None
-        else:
-            row = conn.execute(moved).first()
-            if row is None:
-                return None
-            conn.execute(insert(TRANSITIONS).values(invocation_pk=pk, from_status=status, to_status=target,
-                                                    attempt=row.attempts, reason=reason[:1024], at=now))
+        row = move_row(conn, pk, (status, attempts), target, reason=reason[:1024], at=now, values=values)
+        if row is None:  # somebody else moved it between our read and our write
+            return None
         if target in TERMINAL:
             record_outcome(conn, row)  # outbox and dead letter commit with the transition, or not at all
         return Invocation.from_row(row)
@@ -195,6 +190,11 @@ class Ledger(LedgerQueries):
         """Start a new attempt. Returns a Claim to the one winner; an Invocation when it ended instead (expired,
         invalid) or must wait (not_before, concurrency); None when there is nothing to do (duplicate delivery)."""
         now = utcnow()
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                row = claimed_row(conn, pk, worker=worker, now=now, lease_expires_at=now + timedelta(seconds=lease_s))
+            if row is not None:
+                return Claim(invocation=Invocation.from_row(row), function=_function_of(row))
         with self.engine.begin() as conn:
             row = conn.execute(select(INVOCATIONS, *_FUNCTION_COLUMNS)
                                .outerjoin(FUNCTIONS, FUNCTIONS.c.name == INVOCATIONS.c.function)
@@ -206,7 +206,7 @@ class Ledger(LedgerQueries):
                 return self._move(conn, pk, Status.INVALID, reason="function deleted", condition=Condition.INVALID,
                                   known=known, error_type="FunctionNotFound",
                                   error=f"function {row.function!r} no longer exists")
-            fn = Function(**{name: row._mapping[f"fn_{name}"] for name in Function.__dataclass_fields__})
+            fn = _function_of(row)
             if now - (row.resubmitted_at or row.created_at) > timedelta(seconds=fn.max_event_age_s):
                 return self._move(conn, pk, Status.EXPIRED, reason="max event age exceeded before start",
                                   known=known, condition=Condition.EVENT_AGE_EXCEEDED, error_type="EventAgeExceeded",
@@ -219,7 +219,7 @@ class Ledger(LedgerQueries):
                 if self._running_count(conn, fn.name) >= fn.concurrency:
                     return Invocation.from_row(row)
             moved = self._move(conn, pk, Status.RUNNING, reason=f"claimed by {worker}", known=known,
-                               attempts=INVOCATIONS.c.attempts + 1, worker=worker, started_at=now, heartbeat_at=now,
+                               attempts=INCREMENT, worker=worker, started_at=now, heartbeat_at=now,
                                lease_expires_at=now + timedelta(seconds=lease_s), not_before=None,
                                progress_percent=None, progress_message=None)
             return None if moved is None else Claim(invocation=moved, function=fn)
@@ -268,9 +268,15 @@ class Ledger(LedgerQueries):
                              .values(log_lines=INVOCATIONS.c.log_lines + len(rows)))
 
     def succeed(self, pk: int, attempt: int, result: Any) -> Invocation | None:
+        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+        reason = "handler returned"
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                row = succeeded_row(conn, pk, attempt, result=text, reason=reason, now=utcnow())
+            if row is not None:
+                return Invocation.from_row(row)
         with self.engine.begin() as conn:
-            text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
-            return self._move(conn, pk, Status.SUCCEEDED, reason="handler returned", known=(Status.RUNNING, attempt),
+            return self._move(conn, pk, Status.SUCCEEDED, reason=reason, known=(Status.RUNNING, attempt),
                               result=text, error=None, error_type=None, condition=SUCCESS_CONDITION,
                               progress_percent=100.0)
 
@@ -328,7 +334,7 @@ class Ledger(LedgerQueries):
                                   known=(Status.STOPPING, attempt), condition=Condition.STOPPED,
                                   error_type="Stopped", error="stopped on request")
             return self._move(conn, pk, Status.RETRYING, reason=f"{reason}: handed back", expect={Status.RUNNING},
-                              known=(Status(row.status), attempt), retry_base=INVOCATIONS.c.retry_base + 1,
+                              known=(Status(row.status), attempt), retry_base=INCREMENT,
                               lease_expires_at=None, not_before=now, dispatched_at=now, worker=None,
                               error_type="WorkerDraining", error="the worker shut down before this attempt ended")
 
