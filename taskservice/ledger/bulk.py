@@ -1,5 +1,5 @@
-"""Many new invocations in one transaction, in as few round trips as the database allows: the ledger side of
-`Submitter.submit_many`.
+"""New invocations in as few round trips as the database allows: one with its history row in one Postgres statement
+(`insert_one`, every single submission), and many in one transaction (the ledger side of `Submitter.submit_many`).
 
 One multi-row `INSERT … ON CONFLICT (function, invocation_id) DO NOTHING RETURNING` decides every item's fate at
 once: the same unique index as a single submission, so a taken id (by an earlier call, or by a concurrent one that
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, TextClause, insert, select, text
+from sqlalchemy import Connection, Insert, TextClause, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from taskservice.ledger.models import INVOCATIONS, TRANSITIONS
+from taskservice.ledger.models import INVOCATIONS, TRANSITIONS, UTCDateTime
 from taskservice.ledger.records import Invocation
 from taskservice.ledger.states import Status
 
@@ -38,6 +38,43 @@ logged AS (
   INSERT INTO invocation_transitions (invocation_pk, from_status, to_status, attempt, reason, at)
   SELECT id, NULL, 'Enqueued', 0, 'submitted', :now FROM created)
 SELECT id, invocation_id FROM created""")
+
+
+_INSERT_ONE: TextClause = text("""
+WITH created AS (
+  INSERT INTO invocations (function, invocation_id, request_id, status, payload, attempts, log_lines, created_at,
+                           updated_at, dispatched_at, replay_of, parent_pk, retry_base, queue, not_before,
+                           execution_pk)
+  VALUES (:function, :invocation_id, :request_id, 'Enqueued', :payload, 0, 0, :now, :now, :now, :replay_of,
+          :parent_pk, 0, :queue, :not_before, :execution_pk)
+  RETURNING id),
+logged AS (
+  INSERT INTO invocation_transitions (invocation_pk, from_status, to_status, attempt, reason, at)
+  SELECT id, NULL, 'Enqueued', 0, 'submitted', :now FROM created)
+SELECT id FROM created""").bindparams(bindparam("now", type_=UTCDateTime()),
+                                     bindparam("not_before", type_=UTCDateTime()))
+_INSERT_INVOCATION = insert(INVOCATIONS).returning(INVOCATIONS.c.id)
+_INSERT_TRANSITION = insert(TRANSITIONS)
+
+
+def insert_one(conn: Connection, *, function: str, invocation_id: str, request_id: str, payload: str,
+               now: datetime, replay_of: str | None, parent_pk: int | None, queue: str | None,
+               not_before: datetime | None, execution_pk: int | None) -> int:
+    """Insert one Enqueued invocation and its history row (one statement on Postgres, two elsewhere); its key. A
+    taken (function, invocation_id) raises IntegrityError."""
+    values = {"function": function, "invocation_id": invocation_id, "request_id": request_id, "payload": payload,
+              "now": now, "replay_of": replay_of, "parent_pk": parent_pk, "queue": queue, "not_before": not_before,
+              "execution_pk": execution_pk}
+    if conn.dialect.name == "postgresql":
+        return int(conn.execute(_INSERT_ONE, values).scalar_one())
+    pk = int(conn.execute(_INSERT_INVOCATION, {
+        "function": function, "invocation_id": invocation_id, "request_id": request_id, "status": Status.ENQUEUED,
+        "payload": payload, "attempts": 0, "log_lines": 0, "created_at": now, "updated_at": now,
+        "dispatched_at": now, "replay_of": replay_of, "parent_pk": parent_pk, "retry_base": 0, "queue": queue,
+        "not_before": not_before, "execution_pk": execution_pk}).scalar_one())
+    conn.execute(_INSERT_TRANSITION, {"invocation_pk": pk, "from_status": None, "to_status": Status.ENQUEUED,
+                                      "attempt": 0, "reason": "submitted", "at": now})
+    return pk
 
 
 @dataclass(frozen=True)
