@@ -3,8 +3,9 @@ its history row as a SQLAlchemy expression cost ~2.3 ms of CPU per call (column 
 several times the database's own work, on the path every attempt takes twice (claim and outcome).
 
 A shape is the set of columns a change sets. Values are bound parameters; a column to count up by one (attempts on
-a claim, retry_base on a manual retry) is given as `INCREMENT`. On Postgres the UPDATE and its transition row are one
-statement (a data-modifying CTE, one round trip); elsewhere they are two, in the caller's transaction.
+a claim, retry_base when a draining worker hands an attempt back) is given as `INCREMENT`. On Postgres the UPDATE
+and its transition row are one statement (a data-modifying CTE, one round trip); elsewhere they are two, in the
+caller's transaction.
 
 The claim of the common case — a waiting invocation of a function without a concurrency limit, due and young enough
 — is one Postgres statement of its own (`claimed_row`), run outside a transaction: the row lock, the checks, the
