@@ -260,9 +260,10 @@ def own_stack(backend: Backend, new_backend: Callable[..., Backend], tmp_path: P
 @pytest.fixture
 def start_ingest(backend: Backend, kafka_broker: KafkaBroker,
                  tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
-    """`start_ingest(**settings)`: `taskservice ingest` on this test's backend, reading the session's broker."""
+    """`start_ingest(**settings)`: `taskservice ingest` on this test's backend, reading the session's broker unless
+    `kafka_bootstrap` says otherwise."""
     launcher = Launcher(tmp_path)
-    yield lambda **overrides: launcher.ingest(backend, kafka_bootstrap=kafka_broker.bootstrap, **overrides)
+    yield lambda **overrides: launcher.ingest(backend, **{"kafka_bootstrap": kafka_broker.bootstrap, **overrides})
     launcher.stop_all()
 
 

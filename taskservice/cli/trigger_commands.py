@@ -80,7 +80,7 @@ def _source(t: dict[str, Any]) -> str:
 def _status(t: dict[str, Any]) -> str:
     """The kind-specific status: Kafka lag, a timer's next fire time, the last storage event, a queue's backlog."""
     if t["kind"] == "kafka":
-        return f"lag {_lag(t)}"
+        return f"lag {_lag(t)}, duplicates {t.get('status', {}).get('duplicates', 0)}"
     s = t["status"]
     if t["kind"] == "timer":
         return (f"next {s.get('nextFireTime') or '-'}, fired {s.get('fired', 0)}, missed {s.get('missed', 0)}, "

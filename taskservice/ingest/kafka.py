@@ -5,13 +5,15 @@ Per consumed batch, for each partition: drop what the ledger already holds (see 
 already did it — or write a dead letter for an unusable record, and only then commit the partition's next offset,
 synchronously. A process killed anywhere in between re-reads from the last commit; the invocation ids (topic,
 partition, first/last offset) and the probe after each assignment make the re-read a no-op, even when the broker
-returns the re-read records in different batches than the first time.
+returns the re-read records in different batches than the first time. The records a re-read finds already in the
+ledger are counted in the trigger's state (`duplicates`, shown in its `status`), written only when there are some.
 
 Several `ingest` processes share a trigger through its consumer group; one process runs every enabled trigger,
 one consumer (thread) each, and follows trigger changes in the ledger.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -55,6 +57,7 @@ class TriggerConsumer:
         self._next: dict[Partition, int] = {}  # first offset the ledger does not hold yet, once known
         self.submitted = 0
         self.rejected = 0
+        self.duplicates = 0  # records re-read that the ledger already held (skipped, or a taken id)
 
     # --- partition bookkeeping, called by librdkafka from inside consume() --------------------------------------
     def _forget(self, partitions: Sequence[Partition]) -> None:
@@ -111,8 +114,10 @@ class TriggerConsumer:
         which is what `_fresh` walks after a restart."""
         commits: dict[Partition, int] = {}
         pending: list[Unit] = []
+        before = self.duplicates
         for key, group in by_partition(records).items():
             fresh = self._fresh(key, group)
+            self.duplicates += len(group) - len(fresh)
             for unit in plan(fresh, batch_size=self.trigger.batch_size,
                              max_payload_bytes=self.services.settings.max_payload_bytes):
                 if unit.error_type is None:
@@ -126,6 +131,8 @@ class TriggerConsumer:
             if fresh:
                 self._next[key] = fresh[-1].offset + 1
         self._submit(pending)
+        if self.duplicates > before:
+            self.services.triggers.bump_state(self.trigger.name, add={"duplicates": self.duplicates - before})
         return commits
 
     def _fresh(self, key: Partition, records: list[KafkaRecord]) -> list[KafkaRecord]:
@@ -165,7 +172,9 @@ class TriggerConsumer:
         for unit, outcome in zip(units, outcomes, strict=True):
             if outcome.status == ACCEPTED:
                 self.submitted += 1
-            elif outcome.status != DUPLICATE:
+            elif outcome.status == DUPLICATE:
+                self.duplicates += len(json.loads(unit.payload))  # rare: another process wrote it meanwhile
+            else:
                 error = outcome.error.message if outcome.error is not None else "refused"
                 error_type = PAYLOAD_TOO_LARGE if outcome.status == TOO_LARGE else INVALID_RECORD
                 self._reject(Unit(unit.invocation_id, unit.first, unit.last, unit.payload, error_type, error))

@@ -7,30 +7,35 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from taskservice.kafka import KafkaPublisher, ensure_topic
 from taskservice.ledger.models import INVOCATIONS
 from taskservice.services import Services
-from tests.support import unread_queue
+from tests.kafka_broker import KafkaBroker
+from tests.kafka_commit_hold import CommitHold
+from tests.support import free_port, unread_queue
 
 if TYPE_CHECKING:
-    from tests.kafka_broker import KafkaBroker
     from tests.support import Backend, IngestProcess
+    from tests.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 
 @pytest.fixture
 def make_trigger(app_client: FlaskClient, kafka_broker: KafkaBroker, deploy: Any) -> Callable[..., tuple[str, str]]:
-    """`make_trigger(function, partitions, **config)`: a new topic and a trigger from it to `function` (a noop)."""
-    def make(function: str, partitions: int, **config: Any) -> tuple[str, str]:
+    """`make_trigger(function, partitions, bootstrap=None, **config)`: a new topic (on the session's broker unless
+    `bootstrap` names another) and a trigger from it to `function` (a noop)."""
+    def make(function: str, partitions: int, *, bootstrap: str | None = None, **config: Any) -> tuple[str, str]:
         topic = f"t-{uuid.uuid4().hex[:10]}"
-        ensure_topic(kafka_broker.bootstrap, topic, partitions=partitions)
+        ensure_topic(bootstrap or kafka_broker.bootstrap, topic, partitions=partitions)
         deploy(app_client, function, "workers.handlers.noop:handler")
         name = f"tr_{uuid.uuid4().hex[:10]}"
         body = {"function": function, "topics": [topic], "starting_position": "earliest", "batching_window_s": 0.2,
@@ -113,27 +118,109 @@ def test_20000_records_over_3_partitions_each_offset_in_exactly_one_invocation(
     assert {p["partition"] for p in trigger["lag"]["partitions"]} == {0, 1, 2}
 
 
-def test_sigkill_of_the_ingest_process_5_times_loses_nothing_and_duplicates_nothing(
-        app_client: FlaskClient, services: Services, kafka_broker: KafkaBroker, fn_name: str,
-        start_ingest: Callable[..., IngestProcess], make_trigger: Any, eventually: Any) -> None:
-    name, topic = make_trigger(fn_name, partitions=3, batch_size=100)
-    produce(kafka_broker, topic, messages_for(N))
-    for kill in range(5):
-        proc = start_ingest()
-        before = invocation_count(services, fn_name)
-        eventually(lambda: invocation_count(services, fn_name), until=lambda count, at=before: count >= at + 15,
-                   timeout_s=30, what=f"ingest run {kill + 1} to submit 15 invocations")
-        proc.kill()  # mid-run: submissions made, commits not all made
-    assert invocation_count(services, fn_name) < N // 100, "the run ended before the last kill: not a test"
-    start_ingest()
+@pytest.fixture
+def relayed_kafka_broker(tmp_path: Path, tcp_relay: Callable[[], TcpRelay]) -> Iterator[tuple[KafkaBroker, CommitHold]]:
+    """A broker of this test's own behind a relay whose gate can hold offset commits. The broker advertises the
+    relay's port, so every connection a client makes (bootstrap, partition leader, group coordinator) goes through
+    the relay; `broker.bootstrap` is the relay's address."""
+    hold = CommitHold()
+    port = free_port()
+    relay_port = tcp_relay().forward("127.0.0.1", 0, "127.0.0.1", port, upstream_gate=hold.gate)
+    broker = KafkaBroker(port, tmp_path, advertised_port=relay_port)
+    try:
+        broker.start()
+    except Exception as exc:  # BrokerFailed carries its output; no binary or wheel fails loudly too
+        pytest.fail(f"the Tansu Kafka broker could not start: {exc}", pytrace=False)
+    yield broker, hold
+    broker.stop()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """What the broker holds as the group's next offset per partition (absent: nothing committed). Asked without
+    joining the group, so it changes nothing."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
+
+def _insert_waits_for_a_lock(services: Services) -> bool:
+    with services.engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+            "AND query ILIKE '%INSERT INTO invocations%'")).scalar())
+
+
+def _insert_in_flight(services: Services) -> bool:
+    with services.engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state = 'active' AND query ILIKE '%INSERT INTO invocations%'")).scalar())
+
+
+def test_sigkill_of_the_ingest_process_where_records_can_be_lost_or_doubled_loses_nothing_and_duplicates_nothing(
+        app_client: FlaskClient, services: Services, relayed_kafka_broker: tuple[KafkaBroker, CommitHold],
+        fn_name: str, start_ingest: Callable[..., IngestProcess], make_trigger: Any, eventually: Any) -> None:
+    """The two SIGKILLs land where records can be lost or doubled, made certain rather than left to timing (killing
+    after "+15 invocations" could miss both windows, and a fast ingest finished before the last kill):
+
+    1. while the ingest's first bulk insert waits for a lock the test holds (`LOCK TABLE invocations IN SHARE MODE`,
+       seen in pg_stat_activity): the records are consumed, not in the ledger, and no offset is committed. This
+       module runs on Postgres only, where such a lock exists; SQLite has no lock a test could hold this way.
+    2. while the relay holds the ingest's first offset commit after it is armed (tests/kafka_commit_hold.py): the
+       ingest commits a read's offsets synchronously and only once its insert returned, so a held OffsetCommit
+       proves that read is in the ledger and not committed. No Postgres lock would do: nothing between the insert
+       and the commit touches the ledger.
+
+    One restart then reads from the committed offsets, finds those records in the ledger (by their batch ids) and
+    skips them; the trigger counts them as duplicates. Three starts instead of six: each start after a SIGKILL waits
+    out the dead member's session."""
+    broker, hold = relayed_kafka_broker
+    name, topic = make_trigger(fn_name, partitions=3, batch_size=100, bootstrap=broker.bootstrap)
+    group = app_client.get(f"/v1/triggers/{name}").get_json()["consumer_group"]
+    produce(broker, topic, messages_for(N))
+
+    # Kill 1: the first insert waits for our lock.
+    with services.engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE invocations IN SHARE MODE"))  # inserts wait; reads go on
+        proc = start_ingest(kafka_bootstrap=broker.bootstrap)
+        eventually(lambda: _insert_waits_for_a_lock(services), until=bool, timeout_s=60,
+                   what="the ingest's first insert to wait for the test's lock")
+        proc.kill()  # SIGKILL with records consumed, their insert not done and no offset committed
+        blocker.rollback()
+    # The orphaned insert runs once the lock is gone, in a transaction nobody commits: it rolls back.
+    eventually(lambda: _insert_in_flight(services), until=lambda busy: not busy, timeout_s=30,
+               what="the killed ingest's insert to end")
+    assert invocation_count(services, fn_name) == 0
+    assert committed_offsets(broker.bootstrap, group, topic, 3) == {}
+
+    # Kill 2: a read in the ledger, its offset commit held in the relay.
+    proc = start_ingest(kafka_bootstrap=broker.bootstrap)
+    eventually(lambda: invocation_count(services, fn_name), until=lambda count: count >= 30, timeout_s=60,
+               what="the second ingest run to submit 30 invocations")
+    hold.arm()  # the ingest's next OffsetCommit, and all it sends after on that connection, stay in the relay
+    eventually(hold.holding.is_set, until=bool, timeout_s=30, what="the ingest's next offset commit to be held")
+    proc.kill()  # SIGKILL with that read in the ledger but not committed
+    hold.disarm()
+    committed = committed_offsets(broker.bootstrap, group, topic, 3)
+    in_ledger = offsets_in_invocations(services, fn_name)
+    uncommitted = [(p, o) for p, o in in_ledger if o >= committed.get(p, 0)]
+    assert uncommitted, f"nothing in the ledger past the committed offsets {committed}: the kill missed the window"
+    assert in_ledger.total() < N, "the run ended before the kill: not a test"
+
+    start_ingest(kafka_bootstrap=broker.bootstrap)
     seen = eventually(lambda: offsets_in_invocations(services, fn_name), until=lambda got: got.total() >= N,
                       timeout_s=90, what=f"{N} offsets in invocations")
     # Lag 0: the ingest loop has consumed and committed every record, so it has nothing left to submit twice.
-    eventually(lambda: app_client.get(f"/v1/triggers/{name}").get_json()["lag"],
-               until=lambda lag: lag["total"] == 0 and len(lag["partitions"]) == 3, timeout_s=15,
-               what=f"trigger {name}'s lag to be 0 on all 3 partitions")
+    trigger = eventually(lambda: app_client.get(f"/v1/triggers/{name}").get_json(),
+                         until=lambda got: got["lag"]["total"] == 0 and len(got["lag"]["partitions"]) == 3,
+                         timeout_s=15, what=f"trigger {name}'s lag to be 0 on all 3 partitions")
     assert_exactly_once(offsets_in_invocations(services, fn_name), N)
     assert sum(seen.values()) == N
+    # The records whose commit was held came back and were recognised, each once, as already in the ledger.
+    assert trigger["status"].get("duplicates") == len(uncommitted), (trigger["status"], len(uncommitted))
 
 
 def test_bad_records_become_dead_letters_and_the_trigger_keeps_going(

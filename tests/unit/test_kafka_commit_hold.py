@@ -1,0 +1,45 @@
+"""The relay gate that holds a Kafka client's offset commits (tests/kafka_commit_hold.py) reads the request framing
+right however the stream is cut into chunks, and holds from the first OffsetCommit on only once armed."""
+from __future__ import annotations
+
+import struct
+
+from tests.kafka_commit_hold import CommitHold
+from tests.tcp_relay import Gate
+
+FETCH, OFFSET_COMMIT, HEARTBEAT = 1, 8, 12
+
+
+def request(api_key: int, correlation_id: int, body: bytes = b"x" * 20) -> bytes:
+    header = struct.pack(">hhih", api_key, 7, correlation_id, 5) + b"tests"
+    return struct.pack(">i", len(header) + len(body)) + header + body
+
+
+def feed_in_chunks(gate_feed: Gate, stream: bytes, size: int) -> bytes:
+    out = b""
+    for start in range(0, len(stream), size):
+        out += gate_feed(stream[start:start + size])
+    return out
+
+
+def test_unarmed_every_request_passes_whole_whatever_the_chunking() -> None:
+    stream = request(FETCH, 1) + request(OFFSET_COMMIT, 2) + request(HEARTBEAT, 3)
+    for size in (1, 3, 7, len(stream)):
+        hold = CommitHold()
+        assert feed_in_chunks(hold.gate(), stream, size) == stream
+        assert not hold.holding.is_set() and hold.held_commits == 0
+
+
+def test_armed_the_first_commit_and_all_after_it_are_held_on_that_connection() -> None:
+    before, commit, after = request(FETCH, 1), request(OFFSET_COMMIT, 2), request(HEARTBEAT, 3) + request(FETCH, 4)
+    for size in (1, 5, 1000):
+        hold = CommitHold()
+        feed = hold.gate()
+        assert feed_in_chunks(feed, before, size) == before
+        hold.arm()
+        assert feed_in_chunks(feed, commit + after, size) == b""
+        assert hold.holding.is_set() and hold.held_commits == 1
+        hold.disarm()
+        assert feed(request(OFFSET_COMMIT, 5)) == b"", "a connection that holds keeps holding"
+        fresh = hold.gate()
+        assert fresh(request(OFFSET_COMMIT, 6)) == request(OFFSET_COMMIT, 6), "disarmed: new connections pass"
