@@ -9,9 +9,7 @@ frames of type (1 byte), channel (2), payload size (4), payload, and the frame e
 starts with its class and method ids, 60 and 80 for basic.ack."""
 from __future__ import annotations
 
-import threading
-
-from tests.tcp_relay import Gate
+from tests.tcp_relay import RequestHold
 
 PROTOCOL_HEADER_SIZE = 8
 FRAME_HEADER_SIZE = 7
@@ -19,47 +17,18 @@ METHOD_FRAME = 1
 BASIC_ACK = (60).to_bytes(2, "big") + (80).to_bytes(2, "big")
 
 
-class AckHold:
-    """`relay.forward(..., upstream_gate=hold.gate)`; `arm()`; then `holding` is set once an acknowledgement was
-    held, and `held_acks` counts the acknowledgements held so far (each names one message the broker still thinks
-    unacknowledged)."""
+def amqp_frame(pending: bytearray, at_start: bool) -> tuple[int, bool] | None:
+    """The next unit of a client's AMQP stream (the protocol header first, then frames); True for a basic.ack."""
+    if at_start:
+        return (PROTOCOL_HEADER_SIZE, False) if len(pending) >= PROTOCOL_HEADER_SIZE else None
+    if len(pending) < FRAME_HEADER_SIZE:
+        return None
+    size = FRAME_HEADER_SIZE + int.from_bytes(pending[3:7], "big") + 1
+    if len(pending) < size:
+        return None
+    return size, pending[0] == METHOD_FRAME and pending[7:11] == BASIC_ACK
 
-    def __init__(self) -> None:
-        self.armed = threading.Event()
-        self.holding = threading.Event()
-        self.held_acks = 0
 
-    def arm(self) -> None:
-        self.armed.set()
-
-    def gate(self) -> Gate:
-        """The gate of one connection: it passes whole frames only, so an acknowledgement is never half sent."""
-        pending = bytearray()
-        header_seen = False
-        holding = False
-
-        def feed(data: bytes) -> bytes:
-            nonlocal header_seen, holding
-            pending.extend(data)
-            passed = bytearray()
-            while True:
-                if not header_seen:
-                    if len(pending) < PROTOCOL_HEADER_SIZE:
-                        break
-                    size, header_seen = PROTOCOL_HEADER_SIZE, True
-                else:
-                    if len(pending) < FRAME_HEADER_SIZE:
-                        break
-                    size = FRAME_HEADER_SIZE + int.from_bytes(pending[3:7], "big") + 1
-                    if len(pending) < size:
-                        break
-                    if pending[0] == METHOD_FRAME and pending[7:11] == BASIC_ACK and (holding or self.armed.is_set()):
-                        holding = True
-                        self.held_acks += 1
-                        self.holding.set()
-                if not holding:
-                    passed.extend(pending[:size])
-                del pending[:size]
-            return bytes(passed)
-
-        return feed
+def ack_hold() -> RequestHold:
+    """A hold whose `held` counts acknowledgements, each naming one message the broker still thinks unacknowledged."""
+    return RequestHold(amqp_frame)

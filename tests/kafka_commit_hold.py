@@ -14,50 +14,22 @@ then the request header, which starts with the int16 api_key (OffsetCommit is 8)
 correlation_id."""
 from __future__ import annotations
 
-import threading
-
-from tests.tcp_relay import Gate
+from tests.tcp_relay import RequestHold
 
 SIZE_FIELD = 4
 OFFSET_COMMIT = (8).to_bytes(2, "big")
 
 
-class CommitHold:
-    """`relay.forward(..., upstream_gate=hold.gate)`; `arm()`; then `holding` is set once an OffsetCommit was held,
-    and `held_commits` counts the OffsetCommit requests held so far. `disarm()` lets connections made afterwards
-    pass everything (those already holding keep holding)."""
+def kafka_request(pending: bytearray, at_start: bool) -> tuple[int, bool] | None:
+    """The next request of a client's Kafka stream; True for an OffsetCommit."""
+    if len(pending) < SIZE_FIELD + 2:
+        return None
+    size = SIZE_FIELD + int.from_bytes(pending[:SIZE_FIELD], "big")
+    if len(pending) < size:
+        return None
+    return size, pending[SIZE_FIELD:SIZE_FIELD + 2] == OFFSET_COMMIT
 
-    def __init__(self) -> None:
-        self.armed = threading.Event()
-        self.holding = threading.Event()
-        self.held_commits = 0
 
-    def arm(self) -> None:
-        self.armed.set()
-
-    def disarm(self) -> None:
-        self.armed.clear()
-
-    def gate(self) -> Gate:
-        """The gate of one connection: it passes whole requests only, so a commit is never half sent."""
-        pending = bytearray()
-        holding = False
-
-        def feed(data: bytes) -> bytes:
-            nonlocal holding
-            pending.extend(data)
-            passed = bytearray()
-            while len(pending) >= SIZE_FIELD + 2:
-                size = SIZE_FIELD + int.from_bytes(pending[:SIZE_FIELD], "big")
-                if len(pending) < size:
-                    break
-                if pending[SIZE_FIELD:SIZE_FIELD + 2] == OFFSET_COMMIT and (holding or self.armed.is_set()):
-                    holding = True
-                    self.held_commits += 1
-                    self.holding.set()
-                if not holding:
-                    passed.extend(pending[:size])
-                del pending[:size]
-            return bytes(passed)
-
-        return feed
+def commit_hold() -> RequestHold:
+    """A hold whose `held` counts OffsetCommit requests."""
+    return RequestHold(kafka_request)

@@ -17,6 +17,9 @@ from typing import Any
 
 CHUNK = 65536
 Gate = Callable[[bytes], bytes]  # a chunk from the client → the bytes to pass on now
+# What a client sent so far, and whether it is the start of its stream → None while the next unit (frame, request)
+# is incomplete, else (its size in bytes, whether it is the kind a RequestHold waits for).
+Framer = Callable[[bytearray, bool], "tuple[int, bool] | None"]
 
 
 class TcpRelay:
@@ -94,3 +97,47 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate
 def _abort(writer: Any) -> None:
     with contextlib.suppress(Exception):
         writer.transport.abort()
+
+
+class RequestHold:
+    """Upstream gates (`relay.forward(..., upstream_gate=hold.gate)`) that, once armed, hold the first unit of the
+    kind `framer` recognises that a client sends on a connection, and everything it sends after it on that
+    connection: none of it reaches the target (the connection stays up, so the target sees neither the request nor
+    an error until the relay closes it and drops what it held). Whole units only, so nothing is ever half sent.
+    `holding` is set once a connection holds; `held` counts the units of that kind held so far. `disarm()` lets
+    connections made afterwards pass everything (those already holding keep holding)."""
+
+    def __init__(self, framer: Framer) -> None:
+        self.framer = framer
+        self.armed = threading.Event()
+        self.holding = threading.Event()
+        self.held = 0
+
+    def arm(self) -> None:
+        self.armed.set()
+
+    def disarm(self) -> None:
+        self.armed.clear()
+
+    def gate(self) -> Gate:
+        pending = bytearray()
+        at_start = True
+        holding = False
+
+        def feed(data: bytes) -> bytes:
+            nonlocal at_start, holding
+            pending.extend(data)
+            passed = bytearray()
+            while (unit := self.framer(pending, at_start)) is not None:
+                size, wanted = unit
+                at_start = False
+                if wanted and (holding or self.armed.is_set()):
+                    holding = True
+                    self.held += 1
+                    self.holding.set()
+                if not holding:
+                    passed.extend(pending[:size])
+                del pending[:size]
+            return bytes(passed)
+
+        return feed

@@ -19,12 +19,13 @@ from taskservice.kafka import KafkaPublisher, ensure_topic
 from taskservice.ledger.models import INVOCATIONS
 from taskservice.services import Services
 from tests.kafka_broker import KafkaBroker
-from tests.kafka_commit_hold import CommitHold
+from tests.kafka_commit_hold import commit_hold
 from tests.support import free_port, unread_queue
+from tests.tcp_relay import RequestHold
 
 if TYPE_CHECKING:
     from tests.support import Backend, IngestProcess
-    from tests.tcp_relay import TcpRelay
+    from tests.tcp_relay import RequestHold, TcpRelay
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
@@ -119,11 +120,12 @@ def test_20000_records_over_3_partitions_each_offset_in_exactly_one_invocation(
 
 
 @pytest.fixture
-def relayed_kafka_broker(tmp_path: Path, tcp_relay: Callable[[], TcpRelay]) -> Iterator[tuple[KafkaBroker, CommitHold]]:
+def relayed_kafka_broker(tmp_path: Path, tcp_relay: Callable[[], TcpRelay]
+                         ) -> Iterator[tuple[KafkaBroker, RequestHold]]:
     """A broker of this test's own behind a relay whose gate can hold offset commits. The broker advertises the
     relay's port, so every connection a client makes (bootstrap, partition leader, group coordinator) goes through
     the relay; `broker.bootstrap` is the relay's address."""
-    hold = CommitHold()
+    hold = commit_hold()
     port = free_port()
     relay_port = tcp_relay().forward("127.0.0.1", 0, "127.0.0.1", port, upstream_gate=hold.gate)
     broker = KafkaBroker(port, tmp_path, advertised_port=relay_port)
@@ -161,7 +163,7 @@ def _insert_in_flight(services: Services) -> bool:
 
 
 def test_sigkill_of_the_ingest_process_where_records_can_be_lost_or_doubled_loses_nothing_and_duplicates_nothing(
-        app_client: FlaskClient, services: Services, relayed_kafka_broker: tuple[KafkaBroker, CommitHold],
+        app_client: FlaskClient, services: Services, relayed_kafka_broker: tuple[KafkaBroker, RequestHold],
         fn_name: str, start_ingest: Callable[..., IngestProcess], make_trigger: Any, eventually: Any) -> None:
     """The two SIGKILLs land where records can be lost or doubled, made certain rather than left to timing (killing
     after "+15 invocations" could miss both windows, and a fast ingest finished before the last kill):

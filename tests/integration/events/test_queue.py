@@ -19,7 +19,7 @@ from taskservice.broker import broker_options
 from taskservice.destinations.queue import EXCHANGE, record_queue
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.services import Services
-from tests.amqp_ack_hold import AckHold
+from tests.amqp_ack_hold import ack_hold
 from tests.support import AMQP_URL
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def test_5000_messages_each_in_exactly_one_invocation_with_the_consumer_sigkille
         consumer.kill()  # SIGKILL with the first batch delivered, unacknowledged and not in the ledger
         blocker.rollback()
 
-    hold = AckHold()
+    hold = ack_hold()
     relay = tcp_relay()
     amqp = urlsplit(AMQP_URL)
     port = relay.forward("127.0.0.1", 0, str(amqp.hostname), int(amqp.port or 5672), upstream_gate=hold.gate)
@@ -129,7 +129,7 @@ def test_5000_messages_each_in_exactly_one_invocation_with_the_consumer_sigkille
     eventually_true(hold.holding.is_set, 60, "the consumer's next acknowledgement to be held")
     consumer.kill()  # SIGKILL with that batch in the ledger but unacknowledged
     relay.close()
-    held = hold.held_acks
+    held = hold.held
     start_service("consume")
 
     ids = eventually_true(lambda: (c := _message_ids(services, fn_name)) and len(c) >= 5000 and c, 180,
