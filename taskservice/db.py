@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 
@@ -38,6 +38,12 @@ def _bounded_waits(url: str) -> dict[str, Any]:
         return {}
     given = set(make_url(url).query)
     return {k: v for k, v in POSTGRES_LINK_TIMEOUTS.items() if k not in given}
+
+
+def outside_a_transaction(engine: Engine) -> Connection:
+    """A connection whose statements commit one by one (`with outside_a_transaction(engine) as conn:`): for a single
+    statement that is atomic by itself, where BEGIN and COMMIT would be two more round trips (Postgres)."""
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def is_outage(exc: BaseException) -> bool:

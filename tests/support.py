@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import psutil
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, Engine, text
 
 from taskservice import migrate
 from taskservice.config import Settings
@@ -149,6 +149,30 @@ def delete_queue(queue: str) -> None:
     with Connection(AMQP_URL) as conn:
         conn.default_channel.queue_delete(queue)
         conn.default_channel.exchange_delete(queue)
+
+
+@contextlib.contextmanager
+def lock_holder(engine: Engine) -> Iterator[Connection]:
+    """A Postgres connection for a test to hold locks on (`LOCK TABLE ... IN SHARE MODE`) for as long as it takes
+    the process under test to run into them: the ledger's bound on an idle transaction (15 s) is lifted for it.
+    Whatever it holds is released at the end."""
+    with engine.connect() as conn:
+        conn.execute(text("SET idle_in_transaction_session_timeout = 0"))
+        conn.commit()
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+def backends_running(engine: Engine, query_like: str = "%", *, waiting_for_a_lock: bool) -> int:
+    """Other Postgres backends of `engine`'s database running a statement ILIKE `query_like`: those waiting for a
+    lock, or (waiting_for_a_lock=False) those active. How a test sees the process under test stop at its lock."""
+    state = "wait_event_type = 'Lock'" if waiting_for_a_lock else "state = 'active'"
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            f"AND {state} AND query ILIKE :q"), {"q": query_like}).scalar_one())
 
 
 def migrated(b: Backend) -> Iterator[Backend]:

@@ -451,9 +451,11 @@ class Lag(Answer):
     partitions: list[PartitionLag]
 
 
-KafkaTriggerStatus = Annotated[dict[str, Any], Field(description=(
-    "what the ingest processes recorded: duplicates (records re-read after a crash or a rebalance that the ledger "
-    "already held, skipped without a second invocation; absent until there is one)"))]
+TriggerStatus = Annotated[dict[str, Any], Field(description=(
+    "what the trigger's processes recorded: a Kafka trigger's duplicates; a timer's nextFireTime, lastFireTime, "
+    "fired and missed; a storage trigger's events, lastEvent, lastEventTime; a queue trigger's backlog, messages, "
+    "batches, deadLetters and duplicates. Duplicates are records or messages delivered again (after a crash or a "
+    "rebalance) that the ledger already held, passed over without a second invocation."))]
 
 
 class Trigger(TriggerConfig, Answer):
@@ -466,17 +468,13 @@ class Trigger(TriggerConfig, Answer):
     name: Name
     consumer_group: Annotated[str, Field(pattern=CONSUMER_GROUP.pattern)]  # type: ignore[assignment]  # resolved
     lag: Lag
-    status: KafkaTriggerStatus
+    status: TriggerStatus
     createdAt: Timestamp
     updatedAt: Timestamp
 
 
 _EVENT_TRIGGER_CONFIG = ConfigDict(extra="forbid", json_schema_extra=_open,
                                    json_schema_serialization_defaults_required=True)
-TriggerStatus = Annotated[dict[str, Any], Field(description=(
-    "what the trigger's process last reported: a timer's nextFireTime, lastFireTime, fired and missed; a storage "
-    "trigger's events, lastEvent, lastEventTime; a queue trigger's backlog, messages, batches, deadLetters and "
-    "duplicates (redelivered messages the ledger already held, acknowledged without a second invocation)"))]
 
 
 class TimerTrigger(TimerConfig, Answer):

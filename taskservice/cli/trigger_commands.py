@@ -78,10 +78,11 @@ def _source(t: dict[str, Any]) -> str:
 
 
 def _status(t: dict[str, Any]) -> str:
-    """The kind-specific status: Kafka lag, a timer's next fire time, the last storage event, a queue's backlog."""
-    if t["kind"] == "kafka":
-        return f"lag {_lag(t)}, duplicates {t.get('status', {}).get('duplicates', 0)}"
+    """The kind-specific status: Kafka lag, a timer's next fire time, the last storage event, a queue's backlog; a
+    Kafka or queue trigger's duplicates."""
     s = t["status"]
+    if t["kind"] == "kafka":
+        return f"lag {_lag(t)}, duplicates {s.get('duplicates', 0)}"
     if t["kind"] == "timer":
         return (f"next {s.get('nextFireTime') or '-'}, fired {s.get('fired', 0)}, missed {s.get('missed', 0)}, "
                 f"last {s.get('lastFireTime') or '-'}")

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, up
 from sqlalchemy.exc import IntegrityError
 
 from taskservice.clock import utcnow
+from taskservice.db import outside_a_transaction
 from taskservice.errors import DuplicateInvocation, FunctionNotFound, InvocationNotFound, NotRetryable
 from taskservice.ledger.bulk import NewInvocation, insert_invocations, insert_one
 from taskservice.ledger.flows import purge_executions
@@ -86,8 +87,7 @@ class Ledger(LedgerQueries):
         # One statement needs no transaction around it (Postgres: two round trips fewer); `also` rows do.
         alone = also is None and self.engine.dialect.name == "postgresql"
         try:
-            with (self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") if alone
-                  else self.engine.begin()) as conn:
+            with outside_a_transaction(self.engine) if alone else self.engine.begin() as conn:
                 invocation = self.insert_invocation(conn, function, invocation_id, request_id, payload,
                                                     replay_of=replay_of, parent_pk=parent_pk, queue=queue,
                                                     not_before=not_before)
@@ -185,7 +185,7 @@ class Ledger(LedgerQueries):
         invalid) or must wait (not_before, concurrency); None when there is nothing to do (duplicate delivery)."""
         now = utcnow()
         if self.engine.dialect.name == "postgresql":
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with outside_a_transaction(self.engine) as conn:
                 row = claimed_row(conn, pk, worker=worker, now=now, lease_expires_at=now + timedelta(seconds=lease_s))
             if row is not None:
                 return Claim(invocation=Invocation.from_row(row), function=_function_of(row))
@@ -265,7 +265,7 @@ class Ledger(LedgerQueries):
         text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
         reason = "handler returned"
         if self.engine.dialect.name == "postgresql":
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with outside_a_transaction(self.engine) as conn:
                 row = succeeded_row(conn, pk, attempt, result=text, reason=reason, now=utcnow())
             if row is not None:
                 return Invocation.from_row(row)

@@ -108,6 +108,10 @@ def move_row(conn: Connection, pk: int, known: tuple[Status, int], target: Statu
     return row
 
 
+# The one-statement paths below answer with the invocation's row in model order, typed as the model types it.
+_MOVED_COLUMNS = ", ".join(f"m.{c.name}" for c in INVOCATIONS.c)
+_INVOCATION_RESULT = [column(c.name, c.type) for c in INVOCATIONS.c]
+
 # FOR UPDATE OF i: a second claimer waits for the first, then finds the row no longer waiting and gets nothing.
 # `claimable` reads the status it moves from, so the history row names it; the slow path (Ledger.claim) handles every
 # case this refuses: an unknown function, a concurrency limit, not yet due, too old, or not waiting at all.
@@ -127,10 +131,10 @@ moved AS (
 logged AS (
   INSERT INTO invocation_transitions (invocation_pk, from_status, to_status, attempt, reason, at)
   SELECT id, claimed_from, 'Running', attempts, :reason, :now FROM moved)
-SELECT {", ".join(f"m.{c.name}" for c in INVOCATIONS.c)}, {", ".join(f"f.{c.name} AS fn_{c.name}" for c in FUNCTIONS.c)}
+SELECT {_MOVED_COLUMNS}, {", ".join(f"f.{c.name} AS fn_{c.name}" for c in FUNCTIONS.c)}
 FROM moved m JOIN functions f ON f.name = m.function
 """).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("lease_expires_at", type_=UTCDateTime())).columns(
-    *(column(c.name, c.type) for c in INVOCATIONS.c), *(column(f"fn_{c.name}", c.type) for c in FUNCTIONS.c))
+    *_INVOCATION_RESULT, *(column(f"fn_{c.name}", c.type) for c in FUNCTIONS.c))
 
 
 def claimed_row(conn: Connection, pk: int, *, worker: str, now: datetime, lease_expires_at: datetime
@@ -155,8 +159,8 @@ logged AS (
   SELECT id, 'Running', 'Succeeded', attempts, :reason, :now FROM moved),
 woken AS (
   INSERT INTO flow_wakeups (execution_pk, due_at) SELECT execution_pk, :now FROM moved WHERE execution_pk IS NOT NULL)
-SELECT {", ".join(f"m.{c.name}" for c in INVOCATIONS.c)} FROM moved m
-""").bindparams(bindparam("now", type_=UTCDateTime())).columns(*(column(c.name, c.type) for c in INVOCATIONS.c))
+SELECT {_MOVED_COLUMNS} FROM moved m
+""").bindparams(bindparam("now", type_=UTCDateTime())).columns(*_INVOCATION_RESULT)
 
 
 def succeeded_row(conn: Connection, pk: int, attempt: int, *, result: str, reason: str, now: datetime

@@ -20,7 +20,7 @@ from taskservice.ledger.models import INVOCATIONS
 from taskservice.services import Services
 from tests.kafka_broker import KafkaBroker
 from tests.kafka_commit_hold import commit_hold
-from tests.support import free_port, unread_queue
+from tests.support import backends_running, free_port, lock_holder, unread_queue
 from tests.tcp_relay import RequestHold
 
 if TYPE_CHECKING:
@@ -148,18 +148,7 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
     return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
 
 
-def _insert_waits_for_a_lock(services: Services) -> bool:
-    with services.engine.connect() as conn:
-        return bool(conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
-            "AND query ILIKE '%INSERT INTO invocations%'")).scalar())
-
-
-def _insert_in_flight(services: Services) -> bool:
-    with services.engine.connect() as conn:
-        return bool(conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND state = 'active' AND query ILIKE '%INSERT INTO invocations%'")).scalar())
+INVOCATION_INSERT = "%INSERT INTO invocations%"  # the ingest's bulk insert, in pg_stat_activity
 
 
 def test_sigkill_of_the_ingest_process_where_records_can_be_lost_or_doubled_loses_nothing_and_duplicates_nothing(
@@ -185,16 +174,16 @@ def test_sigkill_of_the_ingest_process_where_records_can_be_lost_or_doubled_lose
     produce(broker, topic, messages_for(N))
 
     # Kill 1: the first insert waits for our lock.
-    with services.engine.connect() as blocker:
+    with lock_holder(services.engine) as blocker:
         blocker.execute(text("LOCK TABLE invocations IN SHARE MODE"))  # inserts wait; reads go on
         proc = start_ingest(kafka_bootstrap=broker.bootstrap)
-        eventually(lambda: _insert_waits_for_a_lock(services), until=bool, timeout_s=60,
-                   what="the ingest's first insert to wait for the test's lock")
+        eventually(lambda: backends_running(services.engine, INVOCATION_INSERT, waiting_for_a_lock=True), until=bool,
+                   timeout_s=60, what="the ingest's first insert to wait for the test's lock")
         proc.kill()  # SIGKILL with records consumed, their insert not done and no offset committed
         blocker.rollback()
     # The orphaned insert runs once the lock is gone, in a transaction nobody commits: it rolls back.
-    eventually(lambda: _insert_in_flight(services), until=lambda busy: not busy, timeout_s=30,
-               what="the killed ingest's insert to end")
+    eventually(lambda: backends_running(services.engine, INVOCATION_INSERT, waiting_for_a_lock=False),
+               until=lambda n: n == 0, timeout_s=30, what="the killed ingest's insert to end")
     assert invocation_count(services, fn_name) == 0
     assert committed_offsets(broker.bootstrap, group, topic, 3) == {}
 

@@ -20,6 +20,7 @@ from taskservice import create_app
 from taskservice.ledger.models import DELIVERIES
 from taskservice.ledger.outbox import DELIVERED, PENDING
 from taskservice.services import Services
+from tests.support import backends_running, lock_holder
 
 if TYPE_CHECKING:
     from tests.kafka_broker import KafkaBroker
@@ -94,13 +95,6 @@ def _claimed_pending(services: Services, request_ids: list[str]) -> set[str]:
     return {r.request_id for r in rows}
 
 
-def _lock_waiters(services: Services, query_like: str) -> int:
-    """Backends of this database waiting for a lock while running a statement LIKE `query_like`."""
-    with services.engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                     "AND wait_event_type = 'Lock' AND query LIKE :q"), {"q": query_like}).scalar_one())
-
-
 @contextlib.contextmanager
 def _published_not_marked_postgres(services: Services, backend: Backend, queue: str, start_relay: Any,
                                    eventually: Any) -> Iterator[RelayProcess]:
@@ -111,13 +105,14 @@ def _published_not_marked_postgres(services: Services, backend: Backend, queue: 
     claim's UPDATE and, the moment the claim commits, the second lock (the releasing transaction grants it, in queue
     order) — before the relay can publish and come back to mark the batch."""
     table = DELIVERIES.name
-    with services.engine.connect() as first, services.engine.connect() as second:
-        for conn in (first, second):  # the links' idle-in-transaction bound would end a lock held longer
-            conn.execute(text("SET idle_in_transaction_session_timeout = 0"))
-            conn.commit()
+
+    def waiting(statement_like: str) -> int:
+        return backends_running(services.engine, statement_like, waiting_for_a_lock=True)
+
+    with lock_holder(services.engine) as first, lock_holder(services.engine) as second:
         first.execute(text(f"LOCK TABLE {table} IN SHARE MODE"))
         relay = start_relay(relay_batch=50)
-        eventually(lambda: _lock_waiters(services, f"UPDATE {table} SET claimed_by=%"), timeout_s=60,
+        eventually(lambda: waiting(f"UPDATE {table} SET claimed_by=%"), timeout_s=60,
                    what="the relay's first claim to wait")
         granted = threading.Event()
 
@@ -127,12 +122,12 @@ def _published_not_marked_postgres(services: Services, backend: Backend, queue: 
 
         locker = threading.Thread(target=queue_behind_the_claim, daemon=True)
         locker.start()
-        eventually(lambda: _lock_waiters(services, f"LOCK TABLE {table}%"), timeout_s=30,
+        eventually(lambda: waiting(f"LOCK TABLE {table}%"), timeout_s=30,
                    what="the second lock to queue behind the claim")
         first.rollback()
         eventually(granted.is_set, timeout_s=30, what="the second lock, once the claim committed")
         locker.join()
-        eventually(lambda: _lock_waiters(services, f"UPDATE {table} SET status=%delivered_at=%"), timeout_s=60,
+        eventually(lambda: waiting(f"UPDATE {table} SET status=%delivered_at=%"), timeout_s=60,
                    what="the relay to publish its batch and wait to mark it delivered")
         try:
             yield relay

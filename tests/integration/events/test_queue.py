@@ -20,7 +20,7 @@ from taskservice.destinations.queue import EXCHANGE, record_queue
 from taskservice.ledger.queries import InvocationFilter
 from taskservice.services import Services
 from tests.amqp_ack_hold import ack_hold
-from tests.support import AMQP_URL
+from tests.support import AMQP_URL, backends_running, lock_holder
 
 if TYPE_CHECKING:
     from tests.support import Backend
@@ -111,10 +111,11 @@ def test_5000_messages_each_in_exactly_one_invocation_with_the_consumer_sigkille
     def written() -> int:
         return sum(_message_ids(services, fn_name).values())
 
-    with services.engine.connect() as blocker:
+    with lock_holder(services.engine) as blocker:
         blocker.execute(text("LOCK TABLE queue_messages IN SHARE MODE"))  # inserts wait; reads go on
         consumer = start_service("consume")
-        eventually_true(lambda: _waiting_for_a_lock(services), 60, "the consumer's first insert to wait")
+        eventually_true(lambda: backends_running(services.engine, waiting_for_a_lock=True), 60,
+                        "the consumer's first insert to wait")
         consumer.kill()  # SIGKILL with the first batch delivered, unacknowledged and not in the ledger
         blocker.rollback()
 
@@ -143,8 +144,3 @@ def test_5000_messages_each_in_exactly_one_invocation_with_the_consumer_sigkille
                     >= held, 30, f"the {held} messages whose acknowledgements were held, redelivered, to be counted "
                     "as duplicates")
 
-
-def _waiting_for_a_lock(services: Services) -> bool:
-    with services.engine.connect() as conn:
-        return bool(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                      "AND wait_event_type = 'Lock'")).scalar())

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 
 from taskservice.ledger.models import FLOW_EVENTS, INVOCATIONS
 from taskservice.services import Services
+from tests.support import backends_running, lock_holder
 
 if TYPE_CHECKING:
     from tests.support import OwnStack
@@ -81,22 +82,12 @@ def _engine_waiting_inside_an_advance(services: Services, eventually: Any) -> It
     """Hold a SHARE lock on flow_events until the engine's advance waits for it: only an advance writes history
     (add_events), after it locked an execution, took its wake-ups and decided its step invocations, so the engine is
     then certainly inside an advance's transaction with nothing of it committed. Workers never write flow_events."""
-    with services.engine.connect() as blocker:
-        blocker.execute(text("SET idle_in_transaction_session_timeout = 0"))
-        blocker.commit()
+    with lock_holder(services.engine) as blocker:
         blocker.execute(text(f"LOCK TABLE {FLOW_EVENTS.name} IN SHARE MODE"))
-        eventually(lambda: _waiting(services, f"INSERT INTO {FLOW_EVENTS.name}%"), timeout_s=60,
+        eventually(lambda: backends_running(services.engine, f"INSERT INTO {FLOW_EVENTS.name}%",
+                                            waiting_for_a_lock=True), timeout_s=60,
                    what="an advance to wait to write its history")
-        try:
-            yield
-        finally:
-            blocker.rollback()
-
-
-def _waiting(services: Services, query_like: str) -> bool:
-    with services.engine.connect() as conn:
-        return bool(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                      "AND wait_event_type = 'Lock' AND query LIKE :q"), {"q": query_like}).scalar())
+        yield
 
 
 def test_sigkilled_engines_lose_and_double_nothing(
