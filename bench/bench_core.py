@@ -131,6 +131,8 @@ def run_phases(rig: Rig, plan: Plan, args: argparse.Namespace, report: Report) -
     step(f"phase 2: taskservice end-to-end, N={plan.n}")
     ts_run = e2e_phase.run_taskservice(rig, plan.n)
     e2e_phase.report_memory(report, "taskservice worker", worker, args.concurrency)
+    step(f"phase 2: taskservice drain of a backlog of {plan.n}, the worker paused while it is queued")
+    ts_drain = e2e_phase.drain_taskservice(rig, worker, plan.n)
     if plan.profile:
         step(f"phase 2: profiled taskservice pass (py-spy), N={plan.profile_n}")
         e2e_phase.profile_taskservice(rig, report, worker, plan.profile_n)
@@ -147,8 +149,11 @@ def run_phases(rig: Rig, plan: Plan, args: argparse.Namespace, report: Report) -
     bare_worker = rig.start_bare_worker(args.concurrency)
     bare_run = e2e_phase.run_bare(rig, plan.n)
     e2e_phase.report_memory(report, "bare Celery worker", bare_worker, args.concurrency)
+    step(f"phase 2: bare Celery drain of a backlog of {plan.n}, the worker paused while it is queued")
+    bare_drain = e2e_phase.drain_bare(rig, bare_worker, plan.n)
     rig.procs.stop(bare_worker)
     e2e_phase.report_pair(report, ts_run, bare_run, args.concurrency)
+    e2e_phase.report_drain(report, ts_drain, bare_drain, args.concurrency)
     if cold_run is not None:
         e2e_phase.report_cold(report, cold_run, ts_run, args.concurrency)
 

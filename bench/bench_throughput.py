@@ -6,9 +6,9 @@ For each tree (`--before DIR`, e.g. a git worktree of main, then this one), on a
 1. REST submissions/s: `taskservice api --workers 4` with auth on and a real admin token, wrk (1 thread, 8
    connections) POSTing `{}` for a fixed time after a warm-up, counted as rows the ledger gained. This tree is
    measured with each gunicorn worker class (sync, gthread); the before tree has only sync.
-2. Bulk submission invocations/s (this tree only; the plain alternative is row 1 of the same run): 4 client threads
-   POST batches of 1,000 `{"payload": {}}` items to …/invocations:batch back to back, counted in the ledger; beside
-   it, `Submitter.submit_many` in the bench process without HTTP.
+2. Bulk submission invocations/s (the plain alternative is row 1 of the same run): 4 client threads POST batches of
+   1,000 `{"payload": {}}` items to …/invocations:batch back to back, counted in the ledger; beside it, for this
+   tree only, `Submitter.submit_many` in the bench process without HTTP.
 
 No worker runs: only submission is measured. Nothing is asserted; results go to bench/results/<run id>/.
 """
@@ -125,13 +125,14 @@ def measure_tree(label: str, code: Path, endpoints: Endpoints, results: Path, ar
             rows.append((f"{label}: REST submissions/s, auth on, gunicorn 4 x {worker_class or 'sync'}", rate,
                          f"{detail}; CPU {cpu.describe()}"))
             print(rows[-1], flush=True)
-            if label == "after" and worker_class == "sync":
+            if worker_class in (None, "sync"):
                 snapshot = machine.snapshot(rig.procs.session_labels())
                 rate, detail = bulk(rig, args.seconds, token)
                 cpu = machine.breakdown(snapshot, machine.snapshot(rig.procs.session_labels()))
                 rows.append((f"{label}: bulk submission invocations/s (HTTP, auth on)", rate,
                              f"{detail}; CPU {cpu.describe()}"))
                 print(rows[-1], flush=True)
+            if label == "after" and worker_class == "sync":  # in the bench process: only this tree's code
                 rows.append((f"{label}: Submitter.submit_many in-process invocations/s", in_process_bulk(
                     rig, args.seconds), "1 process, no HTTP"))
                 print(rows[-1], flush=True)

@@ -4,10 +4,18 @@ Both sides run the same experiment: the worker is already up and warm; the bench
 (taskservice through its in-process submitter, bare Celery through `delay()`), and the figure is N divided by the time
 from the first submission to the last completion. Completions are timed by the consumer side (the ledger's
 `finished_at`; the bare task's Redis timestamp), so polling adds no error.
+
+A second experiment takes the submitter out: each worker is paused (SIGSTOP to its process group) while N are
+submitted, and the figure is N divided by the time from resuming it (SIGCONT) to the last completion, so it is what
+the worker side can drain from a queued backlog.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psutil
@@ -97,6 +105,90 @@ def report_pair(report: Report, ts: E2ERun, bare: E2ERun, concurrency: int) -> N
     ratio = None if ts.rate is None or bare.rate is None else 100 * ts.rate / bare.rate
     report.add(Figure("2", "taskservice / bare Celery", ratio, "%", target="≥ 40 %",
                       met=None if ratio is None else ratio >= 40))
+
+
+@dataclass(frozen=True)
+class DrainRun:
+    n: int
+    completed: int
+    submit_s: float  # how long the backlog took to submit, the worker paused
+    resumed: float  # epoch seconds
+    last_done: float | None
+    cpu: machine.CpuBreakdown
+    rerung: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        if self.completed < self.n or self.last_done is None:
+            return None
+        return self.n / (self.last_done - self.resumed)
+
+    def describe(self) -> str:
+        done = (f"last completion {self.last_done - self.resumed:.2f} s after resuming"
+                if self.last_done is not None else "no completion seen")
+        incomplete = "" if self.completed >= self.n else f" INCOMPLETE: {self.completed}/{self.n} done;"
+        return f"N={self.n} queued in {self.submit_s:.2f} s with the worker paused;{incomplete} {done}"
+
+
+@contextlib.contextmanager
+def paused(worker: Launched) -> Iterator[None]:
+    """The worker's whole process group stopped (main process, pool, executors) for the block. It holds no attempt
+    while paused, so no lease can lapse; the pause lasts seconds, far below the broker's heartbeat timeout."""
+    os.killpg(worker.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
+
+
+def _drain(rig: Rig, worker: Launched, n: int, submit_one: Callable[[], object],
+           wait_done: Callable[[], tuple[int, float | None]]) -> DrainRun:
+    with paused(worker):
+        started = time.time()
+        for _ in range(n):
+            submit_one()
+        submit_s = time.time() - started
+        before = machine.snapshot(rig.procs.session_labels())
+        resumed = time.time()
+    completed, last_done = wait_done()
+    cpu = machine.breakdown(before, machine.snapshot(rig.procs.session_labels()))
+    return DrainRun(n, completed, submit_s, resumed, last_done, cpu)
+
+
+def drain_taskservice(rig: Rig, worker: Launched, n: int) -> DrainRun:
+    rig.reset_ts()
+    submitter = rig.in_process_services().submitter
+
+    def wait_done() -> tuple[int, float | None]:
+        completed = rig.probe.wait_until("status = 'Succeeded'", n, timeout_s=timeout_for(n), check=rig.procs.check)
+        return completed, rig.probe.window().last_finished
+
+    run = _drain(rig, worker, n, lambda: submitter.submit(FUNCTION, {}), wait_done)
+    return DrainRun(run.n, run.completed, run.submit_s, run.resumed, run.last_done, run.cpu, rig.probe.rerung())
+
+
+def drain_bare(rig: Rig, worker: Launched, n: int) -> DrainRun:
+    task = make_app(rig.endpoints.amqp, rig.names.bare_queue).tasks[NOOP_TASK]
+    key = rig.names.redis_key
+    reset_completion(rig.redis, key)
+
+    def wait_done() -> tuple[int, float | None]:
+        deadline = time.monotonic() + timeout_for(n)
+        while (done := read_completion(rig.redis, key))[0] < n and time.monotonic() < deadline:
+            rig.procs.check()
+            time.sleep(0.05)
+        return done
+
+    return _drain(rig, worker, n, task.delay, wait_done)
+
+
+def report_drain(report: Report, ts: DrainRun, bare: DrainRun, concurrency: int) -> None:
+    report.add(Figure("2", f"taskservice drain of a queued backlog/s (-c {concurrency})", ts.rate, "/s",
+                      detail=f"{ts.describe()}; {ts.rerung} re-rung by the reaper; CPU {ts.cpu.describe()}"))
+    report.add(Figure("2", f"bare Celery drain of a queued backlog/s (-c {concurrency})", bare.rate, "/s",
+                      detail=f"{bare.describe()}; CPU {bare.cpu.describe()}"))
+    ratio = None if ts.rate is None or bare.rate is None else 100 * ts.rate / bare.rate
+    report.add(Figure("2", "taskservice / bare Celery, drain (worker side only)", ratio, "%"))
 
 
 def report_cold(report: Report, cold: E2ERun, warm: E2ERun, concurrency: int) -> None:

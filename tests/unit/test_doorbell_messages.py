@@ -26,8 +26,8 @@ def celery_message(task_id: str, pk: int, countdown: float | None = None) -> tup
 def test_each_doorbell_is_the_message_celery_would_make(pks: list[int]) -> None:
     ids = [f"id-{i}" for i in range(len(pks))]
     made = list(doorbell_messages(CELERY, pks, task_ids=ids))
-    assert made == [celery_message(task_id, pk) for task_id, pk in zip(ids, pks)]
-    for (_, _, body), pk in zip(made, pks):
+    assert made == [celery_message(task_id, pk) for task_id, pk in zip(ids, pks, strict=True)]
+    for (_, _, body), pk in zip(made, pks, strict=True):
         assert loads(body, "application/json", "utf-8") == [[pk], {}, {"callbacks": None, "errbacks": None,
                                                                          "chain": None, "chord": None}]
 
