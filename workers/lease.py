@@ -1,5 +1,6 @@
-"""One attempt's lease, kept alive from threads of its own so that a slow or unreachable ledger never stalls (or
-kills) the handler — and fenced, so that an attempt that lost the ledger for too long dies before another may start.
+"""One attempt's lease, kept alive from threads apart from the supervision loop (the process's lease keeper and
+watchdog, see _Ticker) so that a slow or unreachable ledger never stalls (or kills) the handler — and fenced, so that
+an attempt that lost the ledger for too long dies before another may start.
 
 The arithmetic (design §6, README "Fault tolerance"): a heartbeat that starts at local time t writes
 `lease_expires_at = t + lease_s`; the reaper may hand the invocation to a new attempt only after that. The watchdog
@@ -12,6 +13,7 @@ are retried with backoff, so an outage shorter than that passes without anyone n
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,12 +29,104 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY_S = 0.5
 STOP_CHECK_S = 0.5  # a stop request reaches a running handler within about this long
 WATCH_EVERY_S = 0.05
+KEEP_EVERY_S = 0.05  # how often the keeper looks whether a heartbeat, flush or stop check is due
 MAX_BUFFERED_LINES = 20_000  # per attempt while the ledger is away; beyond, lines are counted and dropped
 RETRY_BASE_S, RETRY_MAX_S = 0.25, 1.0
 
 
 def fence_margin(lease_s: float) -> float:
     return min(lease_s / 2, max(1.0, lease_s / 5))
+
+
+class _Ticker:
+    """One long-lived daemon thread that calls `tick(lease)` for every lease registered with it whenever that lease
+    is due; `tick` returns the delay until its next call, or None when the lease needs no more.
+
+    A thread per attempt cost more than a no-op attempt itself (start and join: 2.1 ms of wall time and 0.37 ms of
+    CPU per attempt, measured), and a pool process runs one attempt at a time, so one keeper and one watchdog per
+    process serve all its attempts. They stay two threads: the watchdog must fire while a heartbeat is blocked on an
+    unreachable ledger."""
+
+    def __init__(self, name: str, tick: Callable[[AttemptLease], float | None]) -> None:
+        self._tick = tick
+        self._due: dict[AttemptLease, float] = {}  # lease -> monotonic time of its next tick
+        self._busy: AttemptLease | None = None  # the lease being ticked right now
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def add(self, lease: AttemptLease, first_in_s: float) -> None:
+        with self._cond:
+            self._due[lease] = time.monotonic() + first_in_s
+            self._cond.notify_all()
+
+    def discard(self, lease: AttemptLease, *, wait_s: float) -> None:
+        """No more ticks for `lease`; waits up to `wait_s` for one in progress to end (as joining its own thread
+        did: a tick blocked on an unreachable ledger is left to finish on its own)."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            self._due.pop(lease, None)
+            if threading.current_thread() is self._thread:
+                return
+            while self._busy is lease and (remaining := deadline - time.monotonic()) > 0:
+                self._cond.wait(remaining)
+
+    def _next(self) -> AttemptLease:
+        with self._cond:
+            while True:
+                if not self._due:
+                    self._cond.wait()
+                    continue
+                lease, at = min(self._due.items(), key=lambda item: item[1])
+                remaining = at - time.monotonic()
+                if remaining <= 0:
+                    self._busy = lease
+                    return lease
+                self._cond.wait(remaining)
+
+    def _run(self) -> None:
+        while True:
+            lease = self._next()
+            delay: float | None = None
+            try:
+                delay = self._tick(lease)
+            except Exception:  # a bug in one lease's tick must not end the thread every later attempt relies on
+                log.exception("invocation %s: lease %s failed", lease.pk, self._thread.name)
+            finally:
+                with self._cond:
+                    self._busy = None
+                    if lease in self._due:  # not discarded while it ran
+                        if delay is None:
+                            del self._due[lease]
+                        else:
+                            self._due[lease] = time.monotonic() + delay
+                    self._cond.notify_all()
+
+
+class _ProcessTickers:
+    """This process's keeper and watchdog, started on first use. A forked child (a pool process, a zygote) inherits
+    the objects but not the threads, so it starts its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: tuple[_Ticker, _Ticker] | None = None
+        self._pid = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()  # it may have been held by another thread of the parent at the fork
+        self._made = None
+
+    def get(self) -> tuple[_Ticker, _Ticker]:
+        with self._lock:
+            if self._made is None or self._pid != os.getpid():
+                self._made = (_Ticker("lease-keeper", AttemptLease.keep_once),
+                              _Ticker("lease-watchdog", AttemptLease.watch_once))
+                self._pid = os.getpid()
+            return self._made
+
+
+_TICKERS = _ProcessTickers()
 
 
 class AttemptLease:
@@ -56,7 +150,9 @@ class AttemptLease:
         self._closed = threading.Event()
         self._on_fence: Callable[[], None] = lambda: None
         self._outage_since: float | None = None
-        self._threads: list[threading.Thread] = []
+        self._tickers: tuple[_Ticker, ...] = ()  # this process's keeper and watchdog, once started
+        self._last_flush = self._last_beat = self._last_check = 0.0  # monotonic, set by start()
+        self._failures = 0  # heartbeats failed in a row
 
     # --- fed by the supervision loop --------------------------------------------------------------------------------
     def add_log(self, at: datetime, level: str, message: str) -> None:
@@ -73,10 +169,11 @@ class AttemptLease:
     def start(self, on_fence: Callable[[], None]) -> None:
         """Begin heartbeating and watching; `on_fence` kills the handler's process tree."""
         self._on_fence = on_fence
-        for target, name in ((self._keep, "lease-keeper"), (self._watch, "lease-watchdog")):
-            thread = threading.Thread(target=target, name=f"{name}-{self.pk}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._last_flush = self._last_beat = self._last_check = time.monotonic()
+        keeper, watchdog = _TICKERS.get()
+        keeper.add(self, KEEP_EVERY_S)
+        watchdog.add(self, WATCH_EVERY_S)
+        self._tickers = (keeper, watchdog)
 
     def verdict(self) -> str | None:
         """What the supervision loop should do now: "abandon" (fenced or taken over), "stop", or nothing."""
@@ -91,9 +188,8 @@ class AttemptLease:
 
     def close(self) -> None:
         self._closed.set()
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=1.0)
+        for ticker in self._tickers:
+            ticker.discard(self, wait_s=1.0)
 
     # --- writes -----------------------------------------------------------------------------------------------------
     def flush(self, *, heartbeat: bool) -> None:
@@ -127,43 +223,45 @@ class AttemptLease:
                         time.monotonic() - self._outage_since, self.attempt)
             self._outage_since = None
 
-    def _keep(self) -> None:
-        last_flush = last_beat = last_check = time.monotonic()
-        failures = 0
-        wait = 0.05
-        while not self._closed.wait(wait):
-            now = time.monotonic()
-            pending = bool(self._logs) or self._progress is not None
-            try:
-                if failures or now - last_beat >= self.heartbeat_s or (pending and now - last_flush >= FLUSH_EVERY_S):
-                    self.flush(heartbeat=True)
-                    last_flush = last_beat = last_check = now
-                elif now - last_check >= STOP_CHECK_S:
-                    self.status = self.ledger.current_status(self.pk, self.attempt)
-                    self.lost = self.status not in (Status.RUNNING, Status.STOPPING)
-                    last_check = now
-                failures, wait = 0, 0.05
-            except Exception as exc:
-                if not is_outage(exc):
-                    log.exception("invocation %s: heartbeat failed", self.pk)
-                elif self._outage_since is None:
-                    self._outage_since = now
-                    log.warning("invocation %s: ledger unreachable (%s); attempt %d keeps running, heartbeats and "
-                                "logs are retried; fenced in %.1fs unless it comes back", self.pk,
-                                type(exc).__name__, self.attempt, self.fence_after_s - (now - self.renewed_at))
-                failures += 1
-                wait = backoff_delay(failures, RETRY_BASE_S, RETRY_MAX_S)
-            if self.lost or self.fenced:
-                return
+    def keep_once(self) -> float | None:
+        """One turn of the keeper: heartbeat, flush or stop check as due. Returns the delay to the next turn, None
+        once the attempt is closed, lost or fenced."""
+        if self._closed.is_set() or self.lost or self.fenced:
+            return None
+        now = time.monotonic()
+        pending = bool(self._logs) or self._progress is not None
+        wait = KEEP_EVERY_S
+        try:
+            if (self._failures or now - self._last_beat >= self.heartbeat_s
+                    or (pending and now - self._last_flush >= FLUSH_EVERY_S)):
+                self.flush(heartbeat=True)
+                self._last_flush = self._last_beat = self._last_check = now
+            elif now - self._last_check >= STOP_CHECK_S:
+                self.status = self.ledger.current_status(self.pk, self.attempt)
+                self.lost = self.status not in (Status.RUNNING, Status.STOPPING)
+                self._last_check = now
+            self._failures = 0
+        except Exception as exc:
+            if not is_outage(exc):
+                log.exception("invocation %s: heartbeat failed", self.pk)
+            elif self._outage_since is None:
+                self._outage_since = now
+                log.warning("invocation %s: ledger unreachable (%s); attempt %d keeps running, heartbeats and "
+                            "logs are retried; fenced in %.1fs unless it comes back", self.pk,
+                            type(exc).__name__, self.attempt, self.fence_after_s - (now - self.renewed_at))
+            self._failures += 1
+            wait = backoff_delay(self._failures, RETRY_BASE_S, RETRY_MAX_S)
+        return None if self.lost or self.fenced else wait
 
-    def _watch(self) -> None:
-        while not self._closed.wait(WATCH_EVERY_S):
-            if self.lost:
-                return
-            if time.monotonic() - self.renewed_at >= self.fence_after_s:
-                self.fenced = True
-                log.error("invocation %s: no contact with the ledger for %.1fs (lease %.1fs): killing attempt %d "
-                          "before its lease lapses (self-fencing); the reaper hands it to a new attempt",
-                          self.pk, self.fence_after_s, self.lease_s, self.attempt)
-                self._on_fence()
-                return
+    def watch_once(self) -> float | None:
+        """One look of the watchdog; None once the attempt is closed, lost or fenced."""
+        if self._closed.is_set() or self.lost:
+            return None
+        if time.monotonic() - self.renewed_at >= self.fence_after_s:
+            self.fenced = True
+            log.error("invocation %s: no contact with the ledger for %.1fs (lease %.1fs): killing attempt %d "
+                      "before its lease lapses (self-fencing); the reaper hands it to a new attempt",
+                      self.pk, self.fence_after_s, self.lease_s, self.attempt)
+            self._on_fence()
+            return None
+        return WATCH_EVERY_S
