@@ -51,6 +51,7 @@ class _Ticker:
         self._tick = tick
         self._due: dict[AttemptLease, float] = {}  # lease -> monotonic time of its next tick
         self._busy: AttemptLease | None = None  # the lease being ticked right now
+        self._retired = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -60,20 +61,30 @@ class _Ticker:
             self._due[lease] = time.monotonic() + first_in_s
             self._cond.notify_all()
 
-    def discard(self, lease: AttemptLease, *, wait_s: float) -> None:
-        """No more ticks for `lease`; waits up to `wait_s` for one in progress to end (as joining its own thread
-        did: a tick blocked on an unreachable ledger is left to finish on its own)."""
+    def discard(self, lease: AttemptLease, *, wait_s: float) -> bool:
+        """No more ticks for `lease`. Waits up to `wait_s` for one in progress to end; False if it is still running
+        then (a heartbeat blocked on an unreachable ledger): the caller retires this ticker for a fresh one, so the
+        next attempt's heartbeats do not queue behind a call of an attempt that is over."""
         deadline = time.monotonic() + wait_s
         with self._cond:
             self._due.pop(lease, None)
             if threading.current_thread() is self._thread:
-                return
+                return True
             while self._busy is lease and (remaining := deadline - time.monotonic()) > 0:
                 self._cond.wait(remaining)
+            return self._busy is not lease
 
-    def _next(self) -> AttemptLease:
+    def retire(self) -> None:
+        """End the thread once its tick in progress returns; leases still registered get no more ticks here."""
+        with self._cond:
+            self._retired = True
+            self._cond.notify_all()
+
+    def _next(self) -> AttemptLease | None:
         with self._cond:
             while True:
+                if self._retired:
+                    return None
                 if not self._due:
                     self._cond.wait()
                     continue
@@ -85,8 +96,7 @@ class _Ticker:
                 self._cond.wait(remaining)
 
     def _run(self) -> None:
-        while True:
-            lease = self._next()
+        while (lease := self._next()) is not None:
             delay: float | None = None
             try:
                 delay = self._tick(lease)
@@ -124,6 +134,15 @@ class _ProcessTickers:
                               _Ticker("lease-watchdog", AttemptLease.watch_once))
                 self._pid = os.getpid()
             return self._made
+
+    def replace(self, stuck: _Ticker) -> None:
+        """Retire `stuck` (its tick of an attempt that is over still blocks) and start a fresh one in its place."""
+        stuck.retire()
+        with self._lock:
+            if self._made is not None and stuck in self._made:
+                keeper, watchdog = self._made
+                self._made = ((_Ticker("lease-keeper", AttemptLease.keep_once), watchdog) if stuck is keeper
+                              else (keeper, _Ticker("lease-watchdog", AttemptLease.watch_once)))
 
 
 _TICKERS = _ProcessTickers()
@@ -189,7 +208,8 @@ class AttemptLease:
     def close(self) -> None:
         self._closed.set()
         for ticker in self._tickers:
-            ticker.discard(self, wait_s=1.0)
+            if not ticker.discard(self, wait_s=1.0):
+                _TICKERS.replace(ticker)
 
     # --- writes -----------------------------------------------------------------------------------------------------
     def flush(self, *, heartbeat: bool) -> None:

@@ -17,24 +17,24 @@ from workers.lease import AttemptLease
 
 
 class RecordingLedger:
-    """Answers heartbeats as the ledger would for a running attempt; `blocked` holds every call until it is set;
-    `away` makes every call fail as an outage does."""
+    """Answers heartbeats as the ledger would for a running attempt. Calls for `held_pk` wait until `release` is
+    set (a ledger that stopped answering); `away` makes every call fail as an outage does."""
 
     def __init__(self) -> None:
         self.heartbeats: list[int] = []  # pk of each heartbeat, in order
         self.calls_after_close: list[int] = []
         self.closed: set[int] = set()
-        self.blocked = threading.Event()
-        self.blocked.set()
-        self.waiting = threading.Event()  # a call is waiting on `blocked`
+        self.held_pk: int | None = None
+        self.release = threading.Event()
+        self.waiting = threading.Event()  # a call for held_pk is waiting on `release`
         self.away = False
 
     def _call(self, pk: int) -> None:
         if pk in self.closed:
             self.calls_after_close.append(pk)
-        if not self.blocked.is_set():
+        if pk == self.held_pk:
             self.waiting.set()
-            self.blocked.wait()
+            self.release.wait()
         if self.away:
             raise OperationalError("heartbeat", {}, Exception("connection refused"))
 
@@ -62,20 +62,24 @@ def lease_threads() -> list[threading.Thread]:
 
 def test_attempts_one_after_another_share_two_threads_and_each_is_heartbeated() -> None:
     ledger = RecordingLedger()
+    serving: set[threading.Thread] = set()
     for pk in range(1, 51):
         lease = lease_for(ledger, pk)
         lease.start(on_fence=lambda: None)
+        if pk == 1:
+            serving = {t for t in lease_threads() if t.is_alive()}
         if pk % 10 == 0:  # every tenth lives long enough for heartbeats
             eventually(lambda pk=pk: ledger.heartbeats.count(pk) >= 2, what=f"two heartbeats of attempt {pk}")
         lease.close()
         ledger.closed.add(pk)
-    assert len(lease_threads()) == 2
+    assert len(serving) == 2
+    assert {t for t in lease_threads() if t.is_alive()} == serving
     assert ledger.calls_after_close == []
 
 
 def test_the_fence_fires_while_the_heartbeat_is_blocked_on_the_ledger() -> None:
     ledger = RecordingLedger()
-    ledger.blocked.clear()
+    ledger.held_pk = 7
     fenced = threading.Event()
     lease = lease_for(ledger, 7, lease_s=2.0, heartbeat_s=0.05)
     lease.start(on_fence=fenced.set)
@@ -84,8 +88,28 @@ def test_the_fence_fires_while_the_heartbeat_is_blocked_on_the_ledger() -> None:
         eventually(fenced.is_set, what="the watchdog fencing the attempt while its keeper is blocked")
         assert lease.fenced and lease.verdict() == "abandon"
     finally:
-        ledger.blocked.set()
+        ledger.release.set()
         lease.close()
+
+
+def test_the_next_attempt_is_heartbeated_while_a_call_of_the_last_one_still_blocks() -> None:
+    ledger = RecordingLedger()
+    ledger.held_pk = 1
+    first = lease_for(ledger, 1, heartbeat_s=0.05)
+    first.start(on_fence=lambda: None)
+    eventually(ledger.waiting.is_set, what="attempt 1's heartbeat waiting on the ledger")
+    first.close()  # gives up waiting for that call after 1 s, as the worker moves on to its next doorbell
+    second = lease_for(ledger, 2, heartbeat_s=0.05)
+    second.start(on_fence=lambda: None)
+    try:
+        eventually(lambda: ledger.heartbeats.count(2) >= 2, what="heartbeats of attempt 2 while attempt 1's blocks")
+        assert 1 not in ledger.heartbeats
+    finally:
+        ledger.release.set()
+        second.close()
+    keepers = [t for t in lease_threads() if t.name == "lease-keeper"]
+    eventually(lambda: len([t for t in keepers if t.is_alive()]) == 1,
+               what="the keeper stuck on attempt 1 ending once its call returned")
 
 
 def test_an_outage_is_retried_and_the_next_attempt_is_served_after_it() -> None:
