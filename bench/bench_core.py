@@ -132,7 +132,7 @@ def run_phases(rig: Rig, plan: Plan, args: argparse.Namespace, report: Report) -
     ts_run = e2e_phase.run_taskservice(rig, plan.n)
     e2e_phase.report_memory(report, "taskservice worker", worker, args.concurrency)
     step(f"phase 2: taskservice drain of a backlog of {plan.n}, the worker paused while it is queued")
-    ts_drain = e2e_phase.drain_taskservice(rig, worker, plan.n)
+    ts_drain = e2e_phase.run_taskservice(rig, plan.n, paused_worker=worker)
     if plan.profile:
         step(f"phase 2: profiled taskservice pass (py-spy), N={plan.profile_n}")
         e2e_phase.profile_taskservice(rig, report, worker, plan.profile_n)
@@ -150,7 +150,7 @@ def run_phases(rig: Rig, plan: Plan, args: argparse.Namespace, report: Report) -
     bare_run = e2e_phase.run_bare(rig, plan.n)
     e2e_phase.report_memory(report, "bare Celery worker", bare_worker, args.concurrency)
     step(f"phase 2: bare Celery drain of a backlog of {plan.n}, the worker paused while it is queued")
-    bare_drain = e2e_phase.drain_bare(rig, bare_worker, plan.n)
+    bare_drain = e2e_phase.run_bare(rig, plan.n, paused_worker=bare_worker)
     rig.procs.stop(bare_worker)
     e2e_phase.report_pair(report, ts_run, bare_run, args.concurrency)
     e2e_phase.report_drain(report, ts_drain, bare_drain, args.concurrency)

@@ -12,6 +12,7 @@ the worker side can drain from a queued backlog.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -37,23 +38,27 @@ class E2ERun:
     last_done: float | None
     cpu: machine.CpuBreakdown
     rerung: int = 0
+    resumed: float | None = None  # a drain: when the paused worker was resumed, which starts the clock
+
+    @property
+    def clock_start(self) -> float:
+        return self.first_submit if self.resumed is None else self.resumed
 
     @property
     def rate(self) -> float | None:
         if self.completed < self.n or self.last_done is None:
             return None
-        return self.n / (self.last_done - self.first_submit)
-
-    @property
-    def submit_rate(self) -> float:
-        return self.n / max(self.last_submit - self.first_submit, 1e-9)
+        return self.n / (self.last_done - self.clock_start)
 
     def describe(self) -> str:
-        done = (f"last completion {self.last_done - self.first_submit:.2f} s after the first submission"
+        since = "the first submission" if self.resumed is None else "resuming"
+        done = (f"last completion {self.last_done - self.clock_start:.2f} s after {since}"
                 if self.last_done is not None else "no completion seen")
         incomplete = "" if self.completed >= self.n else f" INCOMPLETE: {self.completed}/{self.n} done;"
-        return (f"N={self.n};{incomplete} submitting took {self.last_submit - self.first_submit:.2f} s "
-                f"({self.submit_rate:.0f}/s while the worker ran); {done}")
+        submit_s = self.last_submit - self.first_submit
+        queued = (f"submitting took {submit_s:.2f} s ({self.n / max(submit_s, 1e-9):.0f}/s while the worker ran)"
+                  if self.resumed is None else f"queued in {submit_s:.2f} s with the worker paused")
+        return f"N={self.n};{incomplete} {queued}; {done}"
 
 
 def timeout_for(n: int) -> float:
@@ -61,20 +66,54 @@ def timeout_for(n: int) -> float:
     return max(60.0, n / 20)
 
 
-def run_taskservice(rig: Rig, n: int) -> E2ERun:
+@contextlib.contextmanager
+def paused(worker: Launched | None) -> Iterator[None]:
+    """The worker's whole process group stopped (main process, pool, executors) for the block; nothing when
+    `worker` is None. It holds no attempt while paused, so no lease can lapse; the pause lasts seconds, far below the
+    broker's heartbeat timeout."""
+    if worker is None:
+        yield
+        return
+    os.killpg(worker.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
+
+
+def _timed(rig: Rig, n: int, submit_one: Callable[[], object], wait_done: Callable[[], tuple[int, float | None]],
+           paused_worker: Launched | None) -> E2ERun:
+    """Submit n and wait for their completions. With `paused_worker`, that worker is paused while they are queued
+    and the clock starts when it is resumed (a drain); otherwise it runs while they are submitted."""
+    with paused(paused_worker):
+        if paused_worker is None:
+            before = machine.snapshot(rig.procs.session_labels())
+        first = time.time()
+        for _ in range(n):
+            submit_one()
+        last_submit = time.time()
+        if paused_worker is not None:
+            before = machine.snapshot(rig.procs.session_labels())
+        resumed = time.time()
+    completed, last_done = wait_done()
+    cpu = machine.breakdown(before, machine.snapshot(rig.procs.session_labels()))
+    return E2ERun(n, completed, first, last_submit, last_done, cpu,
+                  resumed=None if paused_worker is None else resumed)
+
+
+def run_taskservice(rig: Rig, n: int, *, paused_worker: Launched | None = None) -> E2ERun:
     rig.reset_ts()
     submitter = rig.in_process_services().submitter
-    before = machine.snapshot(rig.procs.session_labels())
-    first = time.time()
-    for _ in range(n):
-        submitter.submit(FUNCTION, {})
-    last_submit = time.time()
-    completed = rig.probe.wait_until("status = 'Succeeded'", n, timeout_s=timeout_for(n), check=rig.procs.check)
-    cpu = machine.breakdown(before, machine.snapshot(rig.procs.session_labels()))
-    return E2ERun(n, completed, first, last_submit, rig.probe.window().last_finished, cpu, rerung=rig.probe.rerung())
+
+    def wait_done() -> tuple[int, float | None]:
+        completed = rig.probe.wait_until("status = 'Succeeded'", n, timeout_s=timeout_for(n), check=rig.procs.check)
+        return completed, rig.probe.window().last_finished
+
+    run = _timed(rig, n, lambda: submitter.submit(FUNCTION, {}), wait_done, paused_worker)
+    return dataclasses.replace(run, rerung=rig.probe.rerung())
 
 
-def run_bare(rig: Rig, n: int) -> E2ERun:
+def run_bare(rig: Rig, n: int, *, paused_worker: Launched | None = None) -> E2ERun:
     task = make_app(rig.endpoints.amqp, rig.names.bare_queue).tasks[NOOP_TASK]
     key = rig.names.redis_key
     reset_completion(rig.redis, key)
@@ -83,17 +122,15 @@ def run_bare(rig: Rig, n: int) -> E2ERun:
     while read_completion(rig.redis, key)[0] < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     reset_completion(rig.redis, key)
-    before = machine.snapshot(rig.procs.session_labels())
-    first = time.time()
-    for _ in range(n):
-        task.delay()
-    last_submit = time.time()
-    deadline = time.monotonic() + timeout_for(n)
-    while (done := read_completion(rig.redis, key))[0] < n and time.monotonic() < deadline:
-        rig.procs.check()
-        time.sleep(0.05)
-    cpu = machine.breakdown(before, machine.snapshot(rig.procs.session_labels()))
-    return E2ERun(n, done[0], first, last_submit, done[1], cpu)
+
+    def wait_done() -> tuple[int, float | None]:
+        deadline = time.monotonic() + timeout_for(n)
+        while (done := read_completion(rig.redis, key))[0] < n and time.monotonic() < deadline:
+            rig.procs.check()
+            time.sleep(0.05)
+        return done
+
+    return _timed(rig, n, task.delay, wait_done, paused_worker)
 
 
 def report_pair(report: Report, ts: E2ERun, bare: E2ERun, concurrency: int) -> None:
@@ -107,82 +144,7 @@ def report_pair(report: Report, ts: E2ERun, bare: E2ERun, concurrency: int) -> N
                       met=None if ratio is None else ratio >= 40))
 
 
-@dataclass(frozen=True)
-class DrainRun:
-    n: int
-    completed: int
-    submit_s: float  # how long the backlog took to submit, the worker paused
-    resumed: float  # epoch seconds
-    last_done: float | None
-    cpu: machine.CpuBreakdown
-    rerung: int = 0
-
-    @property
-    def rate(self) -> float | None:
-        if self.completed < self.n or self.last_done is None:
-            return None
-        return self.n / (self.last_done - self.resumed)
-
-    def describe(self) -> str:
-        done = (f"last completion {self.last_done - self.resumed:.2f} s after resuming"
-                if self.last_done is not None else "no completion seen")
-        incomplete = "" if self.completed >= self.n else f" INCOMPLETE: {self.completed}/{self.n} done;"
-        return f"N={self.n} queued in {self.submit_s:.2f} s with the worker paused;{incomplete} {done}"
-
-
-@contextlib.contextmanager
-def paused(worker: Launched) -> Iterator[None]:
-    """The worker's whole process group stopped (main process, pool, executors) for the block. It holds no attempt
-    while paused, so no lease can lapse; the pause lasts seconds, far below the broker's heartbeat timeout."""
-    os.killpg(worker.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.killpg(worker.pid, signal.SIGCONT)
-
-
-def _drain(rig: Rig, worker: Launched, n: int, submit_one: Callable[[], object],
-           wait_done: Callable[[], tuple[int, float | None]]) -> DrainRun:
-    with paused(worker):
-        started = time.time()
-        for _ in range(n):
-            submit_one()
-        submit_s = time.time() - started
-        before = machine.snapshot(rig.procs.session_labels())
-        resumed = time.time()
-    completed, last_done = wait_done()
-    cpu = machine.breakdown(before, machine.snapshot(rig.procs.session_labels()))
-    return DrainRun(n, completed, submit_s, resumed, last_done, cpu)
-
-
-def drain_taskservice(rig: Rig, worker: Launched, n: int) -> DrainRun:
-    rig.reset_ts()
-    submitter = rig.in_process_services().submitter
-
-    def wait_done() -> tuple[int, float | None]:
-        completed = rig.probe.wait_until("status = 'Succeeded'", n, timeout_s=timeout_for(n), check=rig.procs.check)
-        return completed, rig.probe.window().last_finished
-
-    run = _drain(rig, worker, n, lambda: submitter.submit(FUNCTION, {}), wait_done)
-    return DrainRun(run.n, run.completed, run.submit_s, run.resumed, run.last_done, run.cpu, rig.probe.rerung())
-
-
-def drain_bare(rig: Rig, worker: Launched, n: int) -> DrainRun:
-    task = make_app(rig.endpoints.amqp, rig.names.bare_queue).tasks[NOOP_TASK]
-    key = rig.names.redis_key
-    reset_completion(rig.redis, key)
-
-    def wait_done() -> tuple[int, float | None]:
-        deadline = time.monotonic() + timeout_for(n)
-        while (done := read_completion(rig.redis, key))[0] < n and time.monotonic() < deadline:
-            rig.procs.check()
-            time.sleep(0.05)
-        return done
-
-    return _drain(rig, worker, n, task.delay, wait_done)
-
-
-def report_drain(report: Report, ts: DrainRun, bare: DrainRun, concurrency: int) -> None:
+def report_drain(report: Report, ts: E2ERun, bare: E2ERun, concurrency: int) -> None:
     report.add(Figure("2", f"taskservice drain of a queued backlog/s (-c {concurrency})", ts.rate, "/s",
                       detail=f"{ts.describe()}; {ts.rerung} re-rung by the reaper; CPU {ts.cpu.describe()}"))
     report.add(Figure("2", f"bare Celery drain of a queued backlog/s (-c {concurrency})", bare.rate, "/s",
