@@ -120,16 +120,26 @@ def test_sigterm_drains_a_short_attempt_finishes_a_long_one_is_handed_back_at_on
     draining = start_worker(concurrency=2, **slow)
     short = services.submitter.submit(fn_name, {"seconds": 1.5, "step": 0.1})
     long = services.submitter.submit(fn_name, {"seconds": 8, "step": 0.1})
-    for inv in (short, long):
-        wait_for_status(services, fn_name, inv.invocation_id, {"Running"})
+    wait_for_status(services, fn_name, short.invocation_id, {"Running"})
+    first_long = wait_for_status(services, fn_name, long.invocation_id, {"Running"})
+    assert first_long.attempts == 1
     draining.proc.send_signal(signal.SIGTERM)
     signalled = utcnow()
     start_worker(concurrency=1, **slow)
     done_short = wait_for_status(services, fn_name, short.invocation_id, {"Succeeded"}, timeout_s=20)
     assert done_short.attempts == 1
-    rerun = wait_for_status(services, fn_name, long.invocation_id, {"Running"}, timeout_s=20)
+    # The second attempt's claim, not "Running": attempt 1 stays Running on the draining worker for the drain time,
+    # so a wait for Running alone would most often return attempt 1's row. Once attempts is 2 the row's worker and
+    # started_at are the second attempt's, whether it is still Running or has already succeeded.
+    rerun = eventually(lambda: services.ledger.get_by_pk(long.pk), timeout_s=20,
+                       until=lambda inv: inv is not None and inv.attempts >= 2
+                       and inv.status.value in {"Running", "Succeeded"},
+                       what=f"{fn_name}/{long.invocation_id}'s second attempt to be claimed")
     done_long = wait_for_status(services, fn_name, long.invocation_id, {"Succeeded"}, timeout_s=30)
-    assert done_long.attempts == 2 and rerun.worker != done_short.worker
+    assert done_long.attempts == 2 and rerun.attempts == 2
+    # Started again on another worker: neither of the draining worker's processes.
+    assert rerun.worker not in {done_short.worker, first_long.worker}, (rerun.worker, done_short.worker,
+                                                                         first_long.worker)
     history = [(t.from_status and t.from_status.value, t.to_status.value, t.reason)
                for t in services.ledger.transitions(long.pk)]
     assert any(to == "Retrying" and "handed back" in reason for _, to, reason in history), history
