@@ -17,6 +17,13 @@ def _mark(event: dict[str, Any], context: Any) -> None:
             fh.write(f"{context.invocation_id} attempt={context.attempt} pid={os.getpid()}\n")
 
 
+def _write_whole(path: str, text: str) -> None:
+    """Write `text` to `path` so that a reader sees either no file or all of it (a temporary file renamed)."""
+    partial = f"{path}.partial"
+    Path(partial).write_text(text)
+    os.replace(partial, path)
+
+
 def counted(event: dict[str, Any], context: Any) -> dict[str, Any]:
     _mark(event, context)
     time.sleep(float(event.get("seconds", 0)))
@@ -39,10 +46,11 @@ def hang_until_killed() -> NoReturn:
 
 
 def spawn_and_hang(event: dict[str, Any], context: Any) -> None:
-    """Starts a child process (like ffmpeg would), records both pids, then hangs."""
+    """Starts a child process (like ffmpeg would), marks its run, records both pids, then hangs. The pids file comes
+    last and whole: a test that sees it knows the run is marked and has both pids."""
     child = subprocess.Popen(["sleep", "300"])
-    Path(event["pids"]).write_text(f"{os.getpid()} {child.pid}\n")
     _mark(event, context)
+    _write_whole(event["pids"], f"{os.getpid()} {child.pid}\n")
     time.sleep(300)
 
 
