@@ -24,9 +24,18 @@ def _write_whole(path: str, text: str) -> None:
     os.replace(partial, path)
 
 
+def wait_for_gate(gate: str) -> None:
+    """Hold until the file `gate` exists: the test decides when the handler may go on, however long it takes."""
+    while not os.path.exists(gate):
+        time.sleep(0.05)
+
+
 def counted(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Marks its run, then sleeps event["seconds"] and, given event["gate"], holds until that file exists."""
     _mark(event, context)
     time.sleep(float(event.get("seconds", 0)))
+    if event.get("gate"):
+        wait_for_gate(event["gate"])
     return {"attempt": context.attempt}
 
 
