@@ -24,18 +24,25 @@ def _write_whole(path: str, text: str) -> None:
     os.replace(partial, path)
 
 
-def wait_for_gate(gate: str) -> None:
-    """Hold until the file `gate` exists: the test decides when the handler may go on, however long it takes."""
-    while not os.path.exists(gate):
+def wait_for_gate(gate: str, text: str | None = None) -> None:
+    """Hold until the file `gate` exists (and, given `text`, contains it): the test decides when the handler may go
+    on, however long that takes, or names the line of a log it waits for."""
+    def opened() -> bool:
+        if text is None:
+            return os.path.exists(gate)
+        return os.path.exists(gate) and text in Path(gate).read_text(errors="replace")
+
+    while not opened():
         time.sleep(0.05)
 
 
 def counted(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Marks its run, then sleeps event["seconds"] and, given event["gate"], holds until that file exists."""
+    """Marks its run, then sleeps event["seconds"] and, given event["gate"], holds until that file exists (and
+    contains event["gate_text"], if given)."""
     _mark(event, context)
     time.sleep(float(event.get("seconds", 0)))
     if event.get("gate"):
-        wait_for_gate(event["gate"])
+        wait_for_gate(event["gate"], event.get("gate_text"))
     return {"attempt": context.attempt}
 
 
