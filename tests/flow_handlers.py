@@ -6,11 +6,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.handlers import wait_for_gate
+
 
 def double(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Records when it ran (start, end, pid) in event["log"] if given, so a test can check concurrency."""
+    """Records when it ran (start, end, pid) in event["log"] if given, so a test can check concurrency. Given
+    event["gate"], it holds until that file exists: the step stays Running for as long as the test needs."""
     started = time.time()
     time.sleep(float(event.get("seconds", 0)))
+    if event.get("gate"):
+        wait_for_gate(event["gate"])
     if event.get("log"):
         with open(event["log"], "a") as fh:
             fh.write(json.dumps({"item": event.get("item"), "start": started, "end": time.time(),

@@ -17,9 +17,32 @@ def _mark(event: dict[str, Any], context: Any) -> None:
             fh.write(f"{context.invocation_id} attempt={context.attempt} pid={os.getpid()}\n")
 
 
+def _write_whole(path: str, text: str) -> None:
+    """Write `text` to `path` so that a reader sees either no file or all of it (a temporary file renamed)."""
+    partial = f"{path}.partial"
+    Path(partial).write_text(text)
+    os.replace(partial, path)
+
+
+def wait_for_gate(gate: str, text: str | None = None) -> None:
+    """Hold until the file `gate` exists (and, given `text`, contains it): the test decides when the handler may go
+    on, however long that takes, or names the line of a log it waits for."""
+    def opened() -> bool:
+        if text is None:
+            return os.path.exists(gate)
+        return os.path.exists(gate) and text in Path(gate).read_text(errors="replace")
+
+    while not opened():
+        time.sleep(0.05)
+
+
 def counted(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Marks its run, then sleeps event["seconds"] and, given event["gate"], holds until that file exists (and
+    contains event["gate_text"], if given)."""
     _mark(event, context)
     time.sleep(float(event.get("seconds", 0)))
+    if event.get("gate"):
+        wait_for_gate(event["gate"], event.get("gate_text"))
     return {"attempt": context.attempt}
 
 
@@ -39,10 +62,11 @@ def hang_until_killed() -> NoReturn:
 
 
 def spawn_and_hang(event: dict[str, Any], context: Any) -> None:
-    """Starts a child process (like ffmpeg would), records both pids, then hangs."""
+    """Starts a child process (like ffmpeg would), marks its run, records both pids, then hangs. The pids file comes
+    last and whole: a test that sees it knows the run is marked and has both pids."""
     child = subprocess.Popen(["sleep", "300"])
-    Path(event["pids"]).write_text(f"{os.getpid()} {child.pid}\n")
     _mark(event, context)
+    _write_whole(event["pids"], f"{os.getpid()} {child.pid}\n")
     time.sleep(300)
 
 

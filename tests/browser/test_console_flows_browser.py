@@ -33,12 +33,14 @@ def test_execution_page_draws_the_graph_updates_live_and_stops(console: Console,
         {"name": "prepare", "type": "pass"},
         {"name": "both", "type": "parallel", "branches": [
             {"steps": [{"name": "encode", "type": "task", "resourceArn": f"function:{quick}",
-                        "inputMappings": [{"target": "item", "source": 21}, {"target": "seconds", "source": 6}]}]},
+                        "inputMappings": [{"target": "item", "source": 21},
+                                          {"target": "gate", "source": "$input.gate"}]}]},
             {"steps": [{"name": "hang", "type": "task", "resourceArn": f"function:{stuck}",
                         "inputMappings": [{"target": "pids", "source": "$input.pids"}]}]}]},
         {"name": "publish", "type": "pass"}]})
-    pids = tmp_path / "pids"
-    name = start_execution(console.api, flow, {"pids": str(pids)}, "watched")
+    pids, gate = tmp_path / "pids", tmp_path / "encode-may-end"
+    # The encode step holds at the gate until the test has seen it Running in the page: no window to act within.
+    name = start_execution(console.api, flow, {"pids": str(pids), "gate": str(gate)}, "watched")
     runs = console.services.flows
     eventually(lambda: {s.path: s.status for s in runs.steps(runs.get_execution(flow, name).pk)},
                until=lambda seen: seen.get("both/0/encode") == "Running", what="the encode step to start")
@@ -57,6 +59,7 @@ def test_execution_page_draws_the_graph_updates_live_and_stops(console: Console,
     running_fill = box_fill(page, "both/0/encode")
     screenshot(page, "execution-running")
 
+    gate.touch()  # now the encode step may end
     expect(encode).to_have_attribute("data-status", "Succeeded", timeout=20_000)  # the step ended: live
     expect(encode.locator("text.meta")).to_contain_text("Succeeded")
     assert box_fill(page, "both/0/encode") != running_fill

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -112,24 +113,38 @@ def test_a_queued_backlog_is_never_rung_again_and_only_its_lost_doorbells_are(
 def test_sigterm_drains_a_short_attempt_finishes_a_long_one_is_handed_back_at_once(
         app_client: FlaskClient, private: tuple[dict[str, Any], Services], start_worker: Callable[..., Any],
         deploy: Callable[..., Any], wait_for_status: Callable[..., Any], eventually: Callable[..., Any],
-        fn_name: str) -> None:
+        fn_name: str, tmp_path: Path) -> None:
     overrides, services = private
     slow = {**overrides, "lease_s": 60.0, "heartbeat_s": 1.0, "drain_s": 3.0}  # a lease wait would show
     # No retries: a handed-back attempt is not a failure and must not use up the budget.
-    deploy(app_client, fn_name, "workers.handlers.sleep:handler", max_retries=0, timeout_s=120)
+    deploy(app_client, fn_name, "tests.handlers:counted", max_retries=0, timeout_s=120)
     draining = start_worker(concurrency=2, **slow)
-    short = services.submitter.submit(fn_name, {"seconds": 1.5, "step": 0.1})
-    long = services.submitter.submit(fn_name, {"seconds": 8, "step": 0.1})
-    for inv in (short, long):
-        wait_for_status(services, fn_name, inv.invocation_id, {"Running"})
+    # Gates, not durations, so neither attempt can end before the test has sent SIGTERM however slow it is: the
+    # short one goes on once its worker logs that the drain began (a short attempt caught by the drain), the long
+    # one only once the test opens its gate, which it does after the second attempt was claimed.
+    long_may_end = tmp_path / "long-may-end"
+    short = services.submitter.submit(fn_name, {"gate": str(draining.log_path),
+                                                "gate_text": "no new invocations taken"})
+    long = services.submitter.submit(fn_name, {"gate": str(long_may_end)})
+    wait_for_status(services, fn_name, short.invocation_id, {"Running"})
+    first_long = wait_for_status(services, fn_name, long.invocation_id, {"Running"})
+    assert first_long.attempts == 1
     draining.proc.send_signal(signal.SIGTERM)
     signalled = utcnow()
     start_worker(concurrency=1, **slow)
     done_short = wait_for_status(services, fn_name, short.invocation_id, {"Succeeded"}, timeout_s=20)
     assert done_short.attempts == 1
-    rerun = wait_for_status(services, fn_name, long.invocation_id, {"Running"}, timeout_s=20)
+    # The second attempt's claim, not "Running": attempt 1 stays Running on the draining worker for the drain time,
+    # so a wait for Running alone would most often return attempt 1's row.
+    rerun = eventually(lambda: services.ledger.get_by_pk(long.pk), timeout_s=20,
+                       until=lambda inv: inv is not None and inv.attempts == 2 and inv.status.value == "Running",
+                       what=f"{fn_name}/{long.invocation_id}'s second attempt to be running")
+    long_may_end.touch()
     done_long = wait_for_status(services, fn_name, long.invocation_id, {"Succeeded"}, timeout_s=30)
-    assert done_long.attempts == 2 and rerun.worker != done_short.worker
+    assert done_long.attempts == 2
+    # Started again on another worker: neither of the draining worker's processes.
+    assert rerun.worker not in {done_short.worker, first_long.worker}, (rerun.worker, done_short.worker,
+                                                                         first_long.worker)
     history = [(t.from_status and t.from_status.value, t.to_status.value, t.reason)
                for t in services.ledger.transitions(long.pk)]
     assert any(to == "Retrying" and "handed back" in reason for _, to, reason in history), history

@@ -91,17 +91,25 @@ def test_a_worker_killed_mid_task_is_replaced_by_another(app_client: FlaskClient
                                                          process_gone: Any, eventually: Any) -> None:
     private = {"queue": f"{backend.settings.queue}_kill"}
     isolated = Services.build(backend.settings.merged(**private))
-    marker = tmp_path / "runs"
+    marker, gate = tmp_path / "runs", tmp_path / "gate"
+
+    def first_run_marked() -> str:
+        text = marker.read_text() if marker.exists() else ""
+        return text if text.endswith("\n") else ""  # the whole line, pid and all
+
     try:
         deploy(app_client, fn_name, "tests.handlers:counted")
         first = start_worker(**private)
-        inv = isolated.submitter.submit(fn_name, {"marker": str(marker), "seconds": 3})
+        # Held at the gate until the test opens it: attempt 1 cannot finish before its worker is killed, however
+        # long the test takes to get there.
+        inv = isolated.submitter.submit(fn_name, {"marker": str(marker), "gate": str(gate)})
         running = wait_for_status(services, fn_name, inv.invocation_id, {"Running"})
-        eventually(lambda: "pid=" in (marker.read_text() if marker.exists() else ""),
-                   what="the handler to record its pid")
-        handler_pid = int(marker.read_text().split("pid=")[1].split()[0])
+        marked = eventually(first_run_marked, what="the handler to record its pid")
+        assert "attempt=1 " in marked, marked
+        handler_pid = int(marked.split("pid=")[1].split()[0])
         first.kill()  # SIGKILL: no graceful shutdown, no chance to write anything
         assert process_gone(handler_pid), "the handler outlived its worker"
+        gate.touch()  # the next attempt may finish
         start_worker(**private)
         done = wait_for_status(services, fn_name, inv.invocation_id, {"Succeeded"}, timeout_s=60)
         assert done.attempts == 2

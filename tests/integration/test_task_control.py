@@ -55,8 +55,11 @@ def test_stop_while_every_worker_is_down_takes_effect(
     pids = tmp_path / "pids"
     worker: WorkerProcess = start_worker(**private)
     iid = isolated.submitter.submit(fn_name, {"pids": str(pids), "marker": str(tmp_path / "runs")}).invocation_id
+    # The handler writes its pids file whole and last, after marking its run: once the file is there, both pids are
+    # in it and the run is marked, so killing the worker now cannot cut the handler off before either.
     handler_pids = [int(p) for p in eventually(lambda: pids.exists() and pids.read_text().strip(), timeout_s=15,
                                                what="the handler to record its and its child's pids").split()]
+    assert len(handler_pids) == 2 and (tmp_path / "runs").read_text().count("attempt=1 ") == 1
     worker.kill()  # SIGKILL: no worker of this queue is left
     answer = app_client.post(f"/v1/functions/{fn_name}/invocations/{iid}/stop")
     assert answer.status_code == 202 and answer.get_json()["status"] == "Stopping"
