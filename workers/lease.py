@@ -13,6 +13,7 @@ are retried with backoff, so an outage shorter than that passes without anyone n
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -52,14 +53,16 @@ class _Ticker:
         self._due: dict[AttemptLease, float] = {}  # lease -> monotonic time of its next tick
         self._busy: AttemptLease | None = None  # the lease being ticked right now
         self._retired = False
+        self._wake_at = math.inf  # when the thread's current wait ends (monotonic); inf: it waits to be notified
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def add(self, lease: AttemptLease, first_in_s: float) -> None:
         with self._cond:
-            self._due[lease] = time.monotonic() + first_in_s
-            self._cond.notify_all()
+            due = self._due[lease] = time.monotonic() + first_in_s
+            if due < self._wake_at:  # else the thread wakes in time anyway: no context switch per attempt
+                self._cond.notify_all()
 
     def discard(self, lease: AttemptLease, *, wait_s: float) -> bool:
         """No more ticks for `lease`. Waits up to `wait_s` for one in progress to end; False if it is still running
@@ -86,13 +89,16 @@ class _Ticker:
                 if self._retired:
                     return None
                 if not self._due:
+                    self._wake_at = math.inf
                     self._cond.wait()
                     continue
                 lease, at = min(self._due.items(), key=lambda item: item[1])
                 remaining = at - time.monotonic()
                 if remaining <= 0:
+                    self._wake_at = -math.inf  # ticking: it looks at every due time again afterwards, so no notify
                     self._busy = lease
                     return lease
+                self._wake_at = at
                 self._cond.wait(remaining)
 
     def _run(self) -> None:
