@@ -85,20 +85,21 @@ def _timed(rig: Rig, n: int, submit_one: Callable[[], object], wait_done: Callab
            paused_worker: Launched | None) -> E2ERun:
     """Submit n and wait for their completions. With `paused_worker`, that worker is paused while they are queued
     and the clock starts when it is resumed (a drain); otherwise it runs while they are submitted."""
+    def snapshot() -> machine.CpuSnapshot:
+        return machine.snapshot(rig.procs.session_labels())
+
+    resumed = None
     with paused(paused_worker):
-        if paused_worker is None:
-            before = machine.snapshot(rig.procs.session_labels())
+        before = snapshot()
         first = time.time()
         for _ in range(n):
             submit_one()
         last_submit = time.time()
-        if paused_worker is not None:
-            before = machine.snapshot(rig.procs.session_labels())
-        resumed = time.time()
+        if paused_worker is not None:  # CPU and clock from the moment the worker may run again
+            before, resumed = snapshot(), time.time()
     completed, last_done = wait_done()
-    cpu = machine.breakdown(before, machine.snapshot(rig.procs.session_labels()))
-    return E2ERun(n, completed, first, last_submit, last_done, cpu,
-                  resumed=None if paused_worker is None else resumed)
+    cpu = machine.breakdown(before, snapshot())
+    return E2ERun(n, completed, first, last_submit, last_done, cpu, resumed=resumed)
 
 
 def run_taskservice(rig: Rig, n: int, *, paused_worker: Launched | None = None) -> E2ERun:

@@ -126,7 +126,6 @@ class _ProcessTickers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._made: tuple[_Ticker, _Ticker] | None = None
-        self._pid = 0
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
@@ -135,10 +134,9 @@ class _ProcessTickers:
 
     def get(self) -> tuple[_Ticker, _Ticker]:
         with self._lock:
-            if self._made is None or self._pid != os.getpid():
+            if self._made is None:
                 self._made = (_Ticker("lease-keeper", AttemptLease.keep_once),
                               _Ticker("lease-watchdog", AttemptLease.watch_once))
-                self._pid = os.getpid()
             return self._made
 
     def replace(self, stuck: _Ticker) -> None:
