@@ -54,7 +54,7 @@ def finish_range(function: str, start: int, stop: int) -> None:
             claim = ledger.claim(invocation.pk, FILLER, 60)
             if not isinstance(claim, Claim):
                 raise RuntimeError(f"could not claim invocation {invocation.invocation_id}: {claim!r}")
-            if ledger.succeed(invocation.pk, claim.invocation.attempts, order_result(n)) is None:
+            if not ledger.succeed(invocation.pk, claim.invocation.attempts, order_result(n)):
                 raise RuntimeError(f"could not finish invocation {invocation.invocation_id}")
     finally:
         engine.dispose()

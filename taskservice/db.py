@@ -2,6 +2,11 @@
 and which database errors mean "the ledger is unreachable right now" rather than "this statement is wrong"."""
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,89 @@ def outside_a_transaction(engine: Engine) -> Connection:
     """A connection whose statements commit one by one (`with outside_a_transaction(engine) as conn:`): for a single
     statement that is atomic by itself, where BEGIN and COMMIT would be two more round trips (Postgres)."""
     return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
+class StatementConnection:
+    """One autocommit connection kept checked out, for the single statements of the hot paths (a claim, an outcome,
+    a submission): a pool checkout with its pre-ping, and the return with its reset, cost more than the statement
+    itself (about 0.4 ms of a 0.9 ms claim).
+
+    The pre-ping is replaced by a look at the socket: an idle connection has nothing to read unless the server
+    closed it (a restart, an admin's kill) or sent a notice, and either way it is given up for a fresh checkout,
+    which pre-pings as before. One thread at a time holds it; another thread meanwhile takes an ordinary checkout
+    instead of waiting. A statement that fails on it gives it up (an outage invalidates it): the caller's error
+    handling and retries are those of an ordinary checkout.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._held: Connection | None = None
+        self._pid = os.getpid()
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        if not self._lock.acquire(blocking=False):
+            with outside_a_transaction(self.engine) as conn:
+                yield conn
+            return
+        try:
+            conn = self._take()
+            try:
+                yield conn
+            except BaseException as exc:
+                self._give_up(invalidate=isinstance(exc, Exception) and is_outage(exc))
+                raise
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._give_up(invalidate=False)
+
+    def _take(self) -> Connection:
+        if self._pid != os.getpid():
+            # A forked copy: the socket is the parent's. Never close it from here, nor let it be collected (a
+            # collected connection is closed, which would end the parent's session): keep it, forgotten.
+            _INHERITED.append(self._held)
+            self._held, self._pid = None, os.getpid()
+        held = self._held
+        if held is not None and not _looks_alive(held):
+            self._give_up(invalidate=True)
+            held = None
+        if held is None:
+            held = self._held = outside_a_transaction(self.engine)
+        return held
+
+    def _give_up(self, *, invalidate: bool) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        try:
+            if invalidate:
+                held.invalidate()
+            held.close()
+        except Exception:  # a connection already broken: the pool has dropped it
+            pass
+
+
+_INHERITED: list[Connection | None] = []
+
+
+def _looks_alive(conn: Connection) -> bool:
+    """False when the idle connection's socket is readable (the server closed it or wrote to it unasked) or its
+    driver says it is closed. No round trip."""
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is None or getattr(dbapi, "closed", False):
+        return False
+    pgconn = getattr(dbapi, "pgconn", None)
+    if pgconn is None:  # SQLite: a file, always there
+        return True
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except Exception:  # no socket any more (psycopg raises its own error): not alive
+        return False
+    return not readable
 
 
 def is_outage(exc: BaseException) -> bool:

@@ -54,6 +54,7 @@ class Services:
                    tokens=TokenStore(engine), flows=FlowStore(engine))
 
     def close(self) -> None:
+        self.ledger.close()
         self.engine.dispose()
 
 

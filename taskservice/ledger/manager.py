@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, up
 from sqlalchemy.exc import IntegrityError
 
 from taskservice.clock import utcnow
-from taskservice.db import outside_a_transaction
+from taskservice.db import StatementConnection
 from taskservice.errors import DuplicateInvocation, FunctionNotFound, InvocationNotFound, NotRetryable
 from taskservice.ledger.bulk import NewInvocation, insert_invocations, insert_one
 from taskservice.ledger.flows import purge_executions
@@ -54,6 +54,11 @@ class Ledger(LedgerQueries):
         super().__init__(engine)
         self.max_log_lines = max_log_lines
         self._functions_seen: dict[str, float] = {}
+        self._statements = StatementConnection(engine)  # the one-statement paths: claim, success, a submission
+
+    def close(self) -> None:
+        """Give back the connection the one-statement paths keep checked out (before the engine is disposed)."""
+        self._statements.close()
 
     # --- functions ------------------------------------------------------------------------------------------------
     def put_function(self, name: str, config: FunctionConfig) -> tuple[Function, bool]:
@@ -87,7 +92,7 @@ class Ledger(LedgerQueries):
         # One statement needs no transaction around it (Postgres: two round trips fewer); `also` rows do.
         alone = also is None and self.engine.dialect.name == "postgresql"
         try:
-            with outside_a_transaction(self.engine) if alone else self.engine.begin() as conn:
+            with self._statements.connect() if alone else self.engine.begin() as conn:
                 invocation = self.insert_invocation(conn, function, invocation_id, request_id, payload,
                                                     replay_of=replay_of, parent_pk=parent_pk, queue=queue,
                                                     not_before=not_before)
@@ -185,7 +190,7 @@ class Ledger(LedgerQueries):
         invalid) or must wait (not_before, concurrency); None when there is nothing to do (duplicate delivery)."""
         now = utcnow()
         if self.engine.dialect.name == "postgresql":
-            with outside_a_transaction(self.engine) as conn:
+            with self._statements.connect() as conn:
                 row = claimed_row(conn, pk, worker=worker, now=now, lease_expires_at=now + timedelta(seconds=lease_s))
             if row is not None:
                 return Claim(invocation=Invocation.from_row(row), function=_function_of(row))
@@ -261,18 +266,19 @@ class Ledger(LedgerQueries):
                 conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.id == pk)
                              .values(log_lines=INVOCATIONS.c.log_lines + len(rows)))
 
-    def succeed(self, pk: int, attempt: int, result: Any) -> Invocation | None:
+    def succeed(self, pk: int, attempt: int, result: Any) -> bool:
+        """Record attempt `attempt`'s success; False when that attempt is no longer the current one (its lease was
+        taken over, or the invocation was stopped)."""
         text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
         reason = "handler returned"
         if self.engine.dialect.name == "postgresql":
-            with outside_a_transaction(self.engine) as conn:
-                row = succeeded_row(conn, pk, attempt, result=text, reason=reason, now=utcnow())
-            if row is not None:
-                return Invocation.from_row(row)
+            with self._statements.connect() as conn:
+                if succeeded_row(conn, pk, attempt, result=text, reason=reason, now=utcnow()):
+                    return True
         with self.engine.begin() as conn:
             return self._move(conn, pk, Status.SUCCEEDED, reason=reason, known=(Status.RUNNING, attempt),
                               result=text, error=None, error_type=None, condition=SUCCESS_CONDITION,
-                              progress_percent=100.0)
+                              progress_percent=100.0) is not None
 
     def fail(self, pk: int, attempt: int, *, error_type: str, error: str, max_retries: int, retry_delay_s: float,
              retry_base: int = 0, reason: str = "handler failed") -> Invocation | None:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Connection,
     Executable,
     Row,
+    TextClause,
     TextualSelect,
     Update,
     bindparam,
@@ -108,7 +109,7 @@ def move_row(conn: Connection, pk: int, known: tuple[Status, int], target: Statu
     return row
 
 
-# The one-statement paths below answer with the invocation's row in model order, typed as the model types it.
+# The claim answers with the invocation's row in model order, typed as the model types it.
 _MOVED_COLUMNS = ", ".join(f"m.{c.name}" for c in INVOCATIONS.c)
 _INVOCATION_RESULT = [column(c.name, c.type) for c in INVOCATIONS.c]
 
@@ -147,25 +148,25 @@ def claimed_row(conn: Connection, pk: int, *, worker: str, now: datetime, lease_
 
 # The guard on on_success keeps this exactly what _move + record_outcome would do: with a destination the record must
 # go to the outbox in the same transaction, and the slow path (Ledger.succeed) writes it.
-_SUCCEED: TextualSelect = text(f"""
+_SUCCEED: TextClause = text("""
 WITH moved AS (
   UPDATE invocations u SET status = 'Succeeded', result = :result, error = NULL, error_type = NULL,
     condition = :condition, progress_percent = 100, updated_at = :now, finished_at = :now, lease_expires_at = NULL
   WHERE u.id = :pk AND u.status = 'Running' AND u.attempts = :attempt
     AND NOT EXISTS (SELECT 1 FROM functions f WHERE f.name = u.function AND f.on_success IS NOT NULL)
-  RETURNING u.*),
+  RETURNING u.id, u.attempts, u.execution_pk),
 logged AS (
   INSERT INTO invocation_transitions (invocation_pk, from_status, to_status, attempt, reason, at)
   SELECT id, 'Running', 'Succeeded', attempts, :reason, :now FROM moved),
 woken AS (
   INSERT INTO flow_wakeups (execution_pk, due_at) SELECT execution_pk, :now FROM moved WHERE execution_pk IS NOT NULL)
-SELECT {_MOVED_COLUMNS} FROM moved m
-""").bindparams(bindparam("now", type_=UTCDateTime())).columns(*_INVOCATION_RESULT)
+SELECT id FROM moved
+""").bindparams(bindparam("now", type_=UTCDateTime()))
 
 
-def succeeded_row(conn: Connection, pk: int, attempt: int, *, result: str, reason: str, now: datetime
-                  ) -> Row[Any] | None:
-    """Postgres, outside a transaction: record attempt `attempt`'s success in one statement; the Succeeded row, or
-    None when the function has a success destination or the attempt is no longer current (the slow path decides)."""
+def succeeded_row(conn: Connection, pk: int, attempt: int, *, result: str, reason: str, now: datetime) -> bool:
+    """Postgres, outside a transaction: record attempt `attempt`'s success in one statement; False when the function
+    has a success destination or the attempt is no longer current (the slow path decides). Only the id comes back:
+    nobody reads the row of a success, and describing ~30 result columns was a tenth of the statement's CPU."""
     return conn.execute(_SUCCEED, {"pk": pk, "attempt": attempt, "result": result, "condition": SUCCESS_CONDITION,
-                                   "reason": reason, "now": now}).first()
+                                   "reason": reason, "now": now}).first() is not None
