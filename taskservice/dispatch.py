@@ -43,8 +43,8 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=settings.queue,
         task_default_exchange=settings.queue,
         task_default_routing_key=settings.queue,
-        # The ledger, not the broker, decides what runs: ack on receipt, hold as little as possible unacknowledged, and
-        # let leases (not RabbitMQ's consumer_timeout) catch a worker that dies mid-task.
+        # The ledger, not the broker, decides what runs: ack when a pool process takes the doorbell, hold as little as
+        # possible unacknowledged, and let leases (not RabbitMQ's consumer_timeout) catch a worker that dies mid-task.
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         worker_send_task_events=False,
