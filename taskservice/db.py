@@ -80,7 +80,7 @@ class StatementConnection:
             try:
                 yield conn
             except BaseException as exc:
-                self._give_up(invalidate=isinstance(exc, Exception) and is_outage(exc))
+                self._give_up(invalidate=is_outage(exc))
                 raise
         finally:
             self._lock.release()
@@ -107,12 +107,10 @@ class StatementConnection:
         held, self._held = self._held, None
         if held is None:
             return
-        try:
+        with contextlib.suppress(Exception):  # a connection already broken: the pool has dropped it
             if invalidate:
                 held.invalidate()
             held.close()
-        except Exception:  # a connection already broken: the pool has dropped it
-            pass
 
 
 _INHERITED: list[Connection | None] = []

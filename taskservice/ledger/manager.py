@@ -22,7 +22,7 @@ from taskservice.errors import DuplicateInvocation, FunctionNotFound, Invocation
 from taskservice.ledger.bulk import NewInvocation, insert_invocations, insert_one
 from taskservice.ledger.flows import purge_executions
 from taskservice.ledger.models import DEAD_LETTERS, DELIVERIES, FUNCTIONS, INVOCATIONS, LOGS, TRANSITIONS
-from taskservice.ledger.moves import INCREMENT, claimed_row, move_row, succeeded_row
+from taskservice.ledger.moves import INCREMENT, claimed_row, move_row, record_success
 from taskservice.ledger.outbox import record_outcome
 from taskservice.ledger.queries import LedgerQueries
 from taskservice.ledger.records import Claim, Function, Invocation, retries_allowed
@@ -273,7 +273,7 @@ class Ledger(LedgerQueries):
         reason = "handler returned"
         if self.engine.dialect.name == "postgresql":
             with self._statements.connect() as conn:
-                if succeeded_row(conn, pk, attempt, result=text, reason=reason, now=utcnow()):
+                if record_success(conn, pk, attempt, result=text, reason=reason, now=utcnow()):
                     return True
         with self.engine.begin() as conn:
             return self._move(conn, pk, Status.SUCCEEDED, reason=reason, known=(Status.RUNNING, attempt),

@@ -10,7 +10,7 @@ caller's transaction.
 The claim of the common case — a waiting invocation of a function without a concurrency limit, due and young enough
 — is one Postgres statement of its own (`claimed_row`), run outside a transaction: the row lock, the checks, the
 update, the history row and the function's settings in a single round trip instead of five. So is the success of
-an attempt whose function has no on_success destination (`succeeded_row`): the outcome, its history row and, for a
+an attempt whose function has no on_success destination (`record_success`): the outcome, its history row and, for a
 flow step, the engine's wake-up — all that `record_outcome` would write for it.
 """
 from __future__ import annotations
@@ -164,7 +164,7 @@ SELECT id FROM moved
 """).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
-def succeeded_row(conn: Connection, pk: int, attempt: int, *, result: str, reason: str, now: datetime) -> bool:
+def record_success(conn: Connection, pk: int, attempt: int, *, result: str, reason: str, now: datetime) -> bool:
     """Postgres, outside a transaction: record attempt `attempt`'s success in one statement; False when the function
     has a success destination or the attempt is no longer current (the slow path decides). Only the id comes back:
     nobody reads the row of a success, and describing ~30 result columns was a tenth of the statement's CPU."""
